@@ -1,0 +1,218 @@
+"""Configuration as data: frozen dataclasses (one docstring per field) and named presets.
+
+Numbers of the `paper` preset are the authors' (spec Appendix A, §2-§6); smaller presets scale the
+budgets and network sizes down for CPUs. The resolved config is written next to every output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mbml.errors import MbmlError
+
+Lift = Literal["vmap", "map"]
+METHODS = ("full", "no_relabel", "no_triplet", "neither", "gt_relabel")
+PRESETS = ("smoke", "demo", "cpu", "paper")
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """Data collection: one SAC learner per training task (spec §2)."""
+
+    policy_hidden: tuple[int, ...] = (256, 256)
+    """Hidden layers of the tanh-Gaussian policy."""
+    q_hidden: tuple[int, ...] = (1024,) * 7
+    """Hidden layers of each of the two Q networks."""
+    lr: float = 3e-4
+    """Adam learning rate of policy, Q networks and temperature."""
+    gamma: float = 0.99
+    """Discount."""
+    tau: float = 5e-3
+    """Polyak rate of the target Q networks, every step."""
+    batch_size: int = 256
+    """Mini-batch size."""
+    warmup_steps: int = 10_000
+    """Environment steps collected with the initial policy before learning starts."""
+    total_steps: int = 200_000
+    """Environment steps per task: the whole replay history becomes that task's dataset."""
+
+
+@dataclass(frozen=True)
+class BCQConfig:
+    """One BCQ teacher per task (spec §3)."""
+
+    actor_hidden: tuple[int, ...] = (400, 300)
+    """Perturbation network xi(s, a)."""
+    critic_hidden: tuple[int, ...] = (400, 300)
+    """Each of the two critic heads."""
+    vae_hidden: tuple[int, ...] = (750, 750)
+    """VAE encoder and decoder (generator G)."""
+    lam: float = 0.75
+    """Soft clipped double-Q weight: lam * min + (1 - lam) * max."""
+    phi: float = 0.05
+    """Perturbation scale: a' = clip(a + phi * xi(s, a))."""
+    gamma: float = 0.99
+    """Discount."""
+    tau: float = 5e-3
+    """Polyak rate of critic and actor targets."""
+    lr: float = 3e-4
+    """Adam learning rate of VAE, critic and actor."""
+    batch_size: int = 100
+    """Mini-batch size (uniform with replacement)."""
+    steps: int = 125_000
+    """Gradient steps per teacher."""
+    num_candidates: int = 10
+    """Decoded candidate actions per state, for targets and action selection."""
+    eval_every: int = 5_000
+    """Online evaluation interval; the best evaluated checkpoint is kept (spec §3)."""
+    eval_episodes: int = 10
+    """Episodes per online evaluation."""
+    dataset_size: int = 0
+    """Use the first N transitions of each task's history (0: all)."""
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Reward-prediction ensembles and relabelling (spec §4)."""
+
+    members: int = 20
+    """Ensemble members per task; all see the same mini-batch (diversity from initialisation)."""
+    hidden: tuple[int, ...] = (128,)
+    """Hidden layers of each member (s, a) -> r."""
+    lr: float = 3e-4
+    """Adam learning rate."""
+    steps: int = 4_000
+    """Gradient steps."""
+    batch_size: int = 128
+    """Mini-batch size."""
+    std_threshold: float = 0.0
+    """Accept a relabelled transition iff the ensemble std is below this (0: use std_quantile)."""
+    std_quantile: float = 0.9
+    """When std_threshold is 0: per-task threshold = this quantile of the ensemble std on its own data."""
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """The task-conditioned student (spec §5)."""
+
+    latent_dim: int = 20
+    """Size of the task variable z."""
+    encoder_hidden: tuple[int, ...] = (200, 200, 200)
+    """Per-transition context encoder (product of Gaussians over transitions)."""
+    q_hidden: tuple[int, ...] = (1024,) * 9
+    """Distilled Q(s, a, z)."""
+    g_hidden: tuple[int, ...] = (1024,) * 7
+    """Distilled generator G(s, u, z)."""
+    xi_hidden: tuple[int, ...] = (1024,) * 8
+    """Distilled perturbation xi(s, a, z)."""
+    lr: float = 3e-4
+    """Adam learning rate (encoder, Q, G and xi each have their own Adam moments)."""
+    steps: int = 100_000
+    """Gradient steps."""
+    context_size: int = 64
+    """Own transitions per task in a context; relabelled ones add as many (128 for methods without relabelling)."""
+    batch_size: int = 128
+    """(s, a) pairs per task per step for the distillation losses."""
+    kl_weight: float = 0.1
+    """beta of Eq. 3: weight of KL(q(z|c) || N(0, I)), summed over tasks as in the authors' code."""
+    triplet_margin: float = 2.0
+    """Margin m of Eq. 8 / Eq. 11."""
+    hard_negative_sets: int = 10
+    """Context sets per task for hard-negative mining (no_relabel, Eq. 11)."""
+    normalize_q_targets: bool = True
+    """Standardise teacher Q targets by their mean and std over all tasks' data before distillation.
+
+    Argmax over candidates is unchanged; it keeps the Q loss on the scale the paper's KL weight was
+    tuned for, whatever the reward scale (small rewards otherwise collapse the posterior to the prior)."""
+    eval_every: int = 5_000
+    """Evaluate on the test tasks every this many steps (curve of score against steps)."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The evaluation protocol on unseen tasks (spec §6)."""
+
+    episodes: int = 5
+    """Episodes per task; the posterior is recomputed from all transitions so far after each."""
+    score_from: int = 2
+    """Episodes before this index are discarded: score = mean return of episodes 3-5."""
+    num_candidates: int = 10
+    """Candidate actions per state."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's numbers, besides the seed."""
+
+    family: str = "point-nav"
+    """Task family."""
+    preset: str = "cpu"
+    """Named preset these values came from."""
+    sac: SACConfig = field(default_factory=SACConfig)
+    bcq: BCQConfig = field(default_factory=BCQConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    lift: Lift = "vmap"
+    """How per-task learners are lifted over the task axis: `vmap` (parallel) or `map` (sequential lax.map)."""
+
+
+def _toy(preset: str) -> RunConfig:
+    small = dict(policy_hidden=(64, 64), q_hidden=(64, 64))
+    net = dict(actor_hidden=(64, 64), critic_hidden=(64, 64), vae_hidden=(64, 64))
+    student = dict(latent_dim=6, encoder_hidden=(64, 64), q_hidden=(128, 128), g_hidden=(128, 128),
+                   xi_hidden=(128, 128))
+    budgets = {  # (sac steps, bcq steps, ensemble steps, distill steps)
+        "smoke": (600, 300, 200, 200),
+        "demo": (4000, 4000, 2000, 3000),
+        "cpu": (4000, 10000, 4000, 20000),
+    }
+    sac_steps, bcq_steps, ens_steps, distill_steps = budgets[preset]
+    return RunConfig(
+        family="point-nav", preset=preset,
+        sac=SACConfig(**small, lr=1e-3, gamma=0.9, batch_size=128, warmup_steps=min(200, sac_steps // 3),
+                      total_steps=sac_steps),
+        bcq=BCQConfig(**net, lr=1e-3, gamma=0.9, steps=bcq_steps, eval_every=max(bcq_steps // 5, 1)),
+        ensemble=EnsembleConfig(members=10, hidden=(128,), lr=1e-3, steps=ens_steps),
+        distill=DistillConfig(**student, lr=1e-3, steps=distill_steps,
+                              eval_every=max(distill_steps // 10, 1)),
+    )
+
+
+def preset(family: str, name: str) -> RunConfig:
+    """The named preset for a family."""
+    from mbml.families import get_family
+
+    if name not in PRESETS:
+        raise MbmlError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    get_family(family)  # validates the name
+    if family == "point-nav" and name != "paper":
+        return _toy(name)
+    if name == "paper":
+        return RunConfig(family=family, preset=name)
+    raise MbmlError(f"preset {name!r} is not defined yet for family {family!r}; use 'paper'")
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict) -> RunConfig:
+    sub = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+    kinds = dict(sac=SACConfig, bcq=BCQConfig, ensemble=EnsembleConfig, distill=DistillConfig, eval=EvalConfig)
+    kw = {}
+    for k, v in d.items():
+        if k not in sub:
+            raise MbmlError(f"unknown config field {k!r}")
+        if k in kinds:
+            v = kinds[k](**{kk: tuple(vv) if isinstance(vv, list) else vv for kk, vv in v.items()})
+        kw[k] = v
+    return RunConfig(**kw)
+
+
+def check_method(name: str) -> str:
+    if name not in METHODS:
+        raise MbmlError(f"unknown method {name!r}; choose from: {', '.join(METHODS)}")
+    return name

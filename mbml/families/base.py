@@ -1,0 +1,56 @@
+"""What a task family is: tasks, environments and (where known) the true reward.
+
+A *family* is a distribution of tasks sharing state and action spaces (paper §2.2). Training tasks
+build the datasets; test tasks are the unseen, within-distribution tasks of the evaluation (spec §1.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple, Protocol
+
+import numpy as np
+
+
+class JaxEnv(NamedTuple):
+    """A pure-JAX environment, so collection and evaluation of all tasks run jitted.
+
+    reset(key, task) -> (state, obs); step(state, action, task) -> (state, obs, reward, terminal).
+    `state` is any pytree; `task` is the family's parameter vector. Time limits are imposed by the
+    caller (horizon), never stored as terminal (spec §1.2).
+    """
+
+    reset: Callable[[Any, Any], tuple[Any, Any]]
+    step: Callable[[Any, Any, Any], tuple[Any, Any, Any, Any]]
+
+
+class TrueReward(Protocol):
+    def __call__(self, task: np.ndarray, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray,
+                 extras: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: families are cached singletons, static under jit
+class Family:
+    """A task family. Task arrays have shape [num_tasks, task_dim]."""
+
+    name: str
+    obs_dim: int
+    act_dim: int
+    horizon: int
+    train_tasks: np.ndarray
+    test_tasks: np.ndarray
+    make_env: Callable[..., Any]
+    """make_env(task, **options) -> gymnasium.Env whose task can change via env.unwrapped.set_task."""
+    ood_tasks: np.ndarray | None = None
+    true_reward: TrueReward | None = None
+    """Reward of any task for stored transitions; used by `gt_relabel` and to measure relabelling error."""
+    jax_env: JaxEnv | None = None
+    oracle: Callable[[Any, Any], Any] | None = None
+    """oracle(obs, task) -> action: a scripted policy that knows the task (score reference)."""
+    dynamics_differ: bool = False
+    """Tasks differ in transition function too: relabel next states as well (spec §4.2)."""
+    extras: tuple[str, ...] = ()
+    """Per-step info keys that datasets store because `true_reward` needs them."""
+    max_action: float = 1.0
+    notes: str = ""
+    task_names: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,84 @@
+"""Atomic files: JSON, checkpoints of pytrees (msgpack via flax.serialization), stage markers.
+
+Every write goes to a temporary file in the same folder and is renamed into place, so a killed
+process leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flax import serialization
+
+from mbml.errors import MbmlError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_default) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise MbmlError(f"missing file {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MbmlError(f"corrupt JSON file {path}: {e}") from None
+
+
+def save_pytree(path: Path, tree: Any) -> None:
+    atomic_write_bytes(path, serialization.to_bytes(tree))
+
+
+def load_pytree(path: Path, template: Any) -> Any:
+    """Restore a pytree saved by `save_pytree` into the structure of `template` (no pickle)."""
+    try:
+        return serialization.from_bytes(template, Path(path).read_bytes())
+    except FileNotFoundError:
+        raise MbmlError(f"missing checkpoint {path}") from None
+    except Exception as e:  # msgpack raises several types on corrupt input
+        raise MbmlError(f"corrupt checkpoint {path}: {type(e).__name__}: {e}") from None
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a fully written folder into place (the old one, if any, is removed only afterwards)."""
+    final = Path(final)
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,37 @@
+"""Chunked, resumable training loops: the host side of every stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+
+from mbml.io import load_pytree, save_pytree
+
+
+def run_chunks(carry: Any, total: int, chunk: int, advance: Callable[[Any, int, int], Any],
+               ckpt: Path | None = None, progress: Callable[[int, int], None] | None = None,
+               after: Callable[[Any, int], Any] | None = None) -> Any:
+    """Call `advance(carry, done, n)` until `total` steps are done, `n <= chunk` steps at a time.
+
+    After each chunk `after(carry, done)` may update the carry (evaluation, model selection) and the
+    carry is checkpointed atomically to `ckpt`; a later call with the same `ckpt` resumes there.
+    """
+    done = 0
+    if ckpt is not None and Path(ckpt).exists():
+        state = load_pytree(ckpt, {"carry": carry, "done": 0})
+        carry, done = state["carry"], int(state["done"])
+    if progress:
+        progress(done, total)
+    while done < total:
+        n = min(chunk, total - done)
+        carry = advance(carry, done, n)
+        done += n
+        if after is not None:
+            carry = after(carry, done)
+        if ckpt is not None:
+            save_pytree(ckpt, {"carry": jax.device_get(carry), "done": done})
+        if progress:
+            progress(done, total)
+    return carry
