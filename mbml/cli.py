@@ -1,0 +1,230 @@
+"""The `mbml` command line (tyro on frozen dataclasses)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from mbml.errors import MbmlError
+
+Stage = Literal["collect", "teachers", "ensembles", "distill", "evaluate", "report"]
+
+
+@dataclass(frozen=True)
+class Demo:
+    """Every stage on the 2-D navigation toy (point-nav): datasets, teachers, ensembles, students, report."""
+
+    out: Path = Path("runs/demo")
+    """Run folder (created if missing; an existing one is continued)."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds; each runs the whole pipeline."""
+    methods: tuple[str, ...] = ("full", "neither", "no_triplet", "no_relabel", "gt_relabel")
+    """Students to train: full, no_relabel, no_triplet, neither, gt_relabel."""
+    preset: str = "demo"
+    """Budget preset: smoke, demo, cpu or paper."""
+    force: bool = False
+    """Redo stages that are already done."""
+    quiet: bool = False
+    """No progress bars."""
+
+
+@dataclass(frozen=True)
+class RunCmd:
+    """Every stage on any family."""
+
+    family: str = "point-nav"
+    """Task family: point-nav, ant-dir, ant-goal, halfcheetah-vel, humanoid-dir, walker-param, umaze-goal."""
+    preset: str = "cpu"
+    """Budget preset: smoke, demo, cpu or paper."""
+    out: Path | None = None
+    """Run folder (default runs/FAMILY-PRESET)."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds; each runs the whole pipeline."""
+    methods: tuple[str, ...] = ("full", "neither")
+    """Students to train: full, no_relabel, no_triplet, neither, gt_relabel."""
+    lift: Literal["vmap", "map"] = "vmap"
+    """Lift per-task learners over the task axis with vmap (parallel) or lax.map (sequential)."""
+    force: bool = False
+    """Redo stages that are already done."""
+    quiet: bool = False
+    """No progress bars."""
+
+
+def _stage_cmd(stage: str, doc: str):
+    @dataclass(frozen=True)
+    class StageCmd:
+        out: Path
+        """Run folder made by `mbml run` or `mbml demo` (or a new one with --family/--preset)."""
+        family: str | None = None
+        """Family, for a new run folder."""
+        preset: str | None = None
+        """Preset, for a new run folder."""
+        seeds: tuple[int, ...] | None = None
+        """Seeds (default: those recorded in the run folder, else 0)."""
+        methods: tuple[str, ...] | None = None
+        """Methods for distill/evaluate/report (default: those recorded in the run folder)."""
+        force: bool = False
+        """Redo the stage even if done."""
+        quiet: bool = False
+        """No progress bars."""
+
+    StageCmd.__doc__ = doc
+    StageCmd.__name__ = StageCmd.__qualname__ = f"{stage.capitalize()}Cmd"
+    StageCmd.stage = stage
+    return StageCmd
+
+
+STAGE_DOCS = {
+    "collect": "Stage 1: SAC on each training task; the whole replay history becomes the dataset.",
+    "teachers": "Stage 2: one BCQ teacher per task (best online-evaluated checkpoint).",
+    "ensembles": "Stage 3: reward ensembles per task and relabelling of the other tasks' transitions.",
+    "distill": "Stage 4: distil the teachers into one task-conditioned student per method.",
+    "evaluate": "Stage 5: the evaluation protocol on training and test tasks, references, diagnostic.",
+    "report": "Stage 6: results.json, report.md and figures.",
+}
+STAGE_CMDS = {s: _stage_cmd(s, d) for s, d in STAGE_DOCS.items()}
+
+
+class _Bars:
+    """rich progress bars, one per (seed, stage) label."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet or not sys.stderr.isatty() and os.environ.get("MBML_PROGRESS") != "1"
+        self.tasks = {}
+        self.progress = None
+        if not self.quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), transient=False)
+            self.progress.start()
+
+    def __call__(self, label: str, done: int, total: int):
+        if self.quiet:
+            if done == total:
+                print(f"  {label}: done", file=sys.stderr, flush=True)
+            return
+        if label not in self.tasks:
+            self.tasks[label] = self.progress.add_task(label, total=total)
+        self.progress.update(self.tasks[label], completed=done, total=total)
+
+    def close(self):
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _check(methods, seeds):
+    from mbml.config import check_method
+
+    for m in methods:
+        check_method(m)
+    if not seeds:
+        raise MbmlError("give at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise MbmlError(f"seeds repeat: {list(seeds)}")
+
+
+def run_pipeline(out: Path, family: str, preset: str, seeds, methods, force=False, quiet=False, lift="vmap",
+                 stages=("collect", "teachers", "ensembles", "distill", "evaluate", "report")) -> dict | None:
+    """Run `stages` for every seed and method in `out`; returns results.json's content if reported."""
+    import dataclasses
+
+    from mbml.config import preset as get_preset
+    from mbml.distill import METHODS
+    from mbml.pipeline import Run
+
+    _check(methods, seeds)
+    cfg = dataclasses.replace(get_preset(family, preset), lift=lift)
+    bars = _Bars(quiet)
+    try:
+        run = Run.open(out, cfg, bars)
+        run.record(seeds, methods)
+        needs_ens = any(METHODS[m].relabel == "ensemble" for m in methods)
+        for seed in seeds:
+            if "collect" in stages:
+                run.collect(seed, force)
+            if "teachers" in stages:
+                run.teachers(seed, force)
+            if "ensembles" in stages and (needs_ens or "distill" not in stages):
+                run.ensembles(seed, force)
+            for m in methods:
+                if "distill" in stages:
+                    run.distill(seed, m, force)
+                if "evaluate" in stages:
+                    run.evaluate(seed, m, force)
+            if "evaluate" in stages:
+                run.references(seed, force)
+        if "report" in stages:
+            from mbml.report import write_report
+            return write_report(run, list(seeds), list(methods))
+    finally:
+        bars.close()
+    return None
+
+
+def _summary(res: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"MBML on {res['family']} ({res['preset']}, seeds {res['seeds']})")
+    for c in ("method", "test score", "95% CI", "random→oracle", "train score"):
+        t.add_column(c)
+    for m, v in res["methods"].items():
+        te = v["test"]
+        frac = te.get("fraction_random_to_oracle")
+        t.add_row(m, f"{te['mean']:.2f}", f"[{te['ci95'][0]:.2f}, {te['ci95'][1]:.2f}]",
+                  "–" if frac is None else f"{100 * frac:.0f}%", f"{v['train']['mean']:.2f}")
+    Console(stderr=True).print(t)
+    print(f"results: {out / 'results.json'}  report: {out / 'report.md'}", file=sys.stderr)
+
+
+def _execute(cmd) -> None:
+    if isinstance(cmd, Demo):
+        res = run_pipeline(cmd.out, "point-nav", cmd.preset, cmd.seeds, cmd.methods, cmd.force, cmd.quiet)
+        _summary(res, cmd.out)
+    elif isinstance(cmd, RunCmd):
+        out = cmd.out or Path("runs") / f"{cmd.family}-{cmd.preset}"
+        res = run_pipeline(out, cmd.family, cmd.preset, cmd.seeds, cmd.methods, cmd.force, cmd.quiet, cmd.lift)
+        _summary(res, out)
+    else:
+        from mbml import io
+
+        saved = cmd.out / "config.json"
+        recorded = io.read_json(cmd.out / "run.json") if (cmd.out / "run.json").exists() else {}
+        if saved.exists():
+            cfg = io.read_json(saved)
+            for name, given in (("family", cmd.family), ("preset", cmd.preset)):
+                if given is not None and given != cfg[name]:
+                    raise MbmlError(f"{cmd.out} holds a {cfg[name]!r} run, not {given!r} ({name}); use another --out")
+            family, preset, lift = cfg["family"], cfg["preset"], cfg.get("lift", "vmap")
+        else:
+            family, preset, lift = cmd.family or "point-nav", cmd.preset or "demo", "vmap"
+        seeds = cmd.seeds or tuple(recorded.get("seeds", [0]))
+        methods = cmd.methods or tuple(recorded.get("methods", ["full", "neither"]))
+        res = run_pipeline(cmd.out, family, preset, seeds, methods, cmd.force, cmd.quiet, lift, stages=(cmd.stage,))
+        if res is not None:
+            _summary(res, cmd.out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import tyro
+
+    commands = {"demo": Demo, "run": RunCmd, **STAGE_CMDS}
+    cmd = tyro.extras.subcommand_cli_from_dict(
+        commands, args=argv, prog="mbml",
+        description="mbml: multi-task batch RL with metric learning (Li et al., NeurIPS 2020).")
+    try:
+        _execute(cmd)
+    except MbmlError as e:
+        print(f"mbml: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("mbml: interrupted; run the same command again to continue from the last checkpoint", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""The report's figures (PNG): datasets, scores, learning curves, posteriors, task inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mbml import io  # noqa: E402
+from mbml.report import read_curve  # noqa: E402
+
+COLORS = {"full": "tab:blue", "neither": "tab:orange", "no_relabel": "tab:green", "no_triplet": "tab:red",
+          "gt_relabel": "tab:purple"}
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def datasets(run, seed: int, path: Path) -> Path:
+    """(a) State visitation of each task's dataset (the paper's Fig. 1 picture)."""
+    ds = run.dataset(seed)
+    k = ds.num_tasks
+    fig, ax = plt.subplots(figsize=(6, 4))
+    cmap = plt.get_cmap("viridis", k)
+    rng = np.random.default_rng(0)
+    for t in range(k):
+        obs = np.asarray(ds.next_observations[t])
+        pick = rng.choice(len(obs), min(len(obs), 1500), replace=False)
+        ax.scatter(obs[pick, 0], obs[pick, 1], s=2, alpha=0.3, color=cmap(t))
+    goals = run.family.train_tasks
+    if goals.shape[1] == 2:
+        ax.scatter(goals[:, 0], goals[:, 1], marker="*", s=150, c=[cmap(t) for t in range(k)], edgecolors="k",
+                   label="training goals")
+        ax.scatter(run.family.test_tasks[:, 0], run.family.test_tasks[:, 1], marker="x", s=60, c="k", label="test goals")
+        ax.legend(loc="lower left", fontsize=8)
+        ax.set_aspect("equal")
+    ax.set_xlabel("observation[0]")
+    ax.set_ylabel("observation[1]")
+    ax.set_title(f"{run.family.name}: states visited by each task's dataset (seed {seed})")
+    return _save(fig, path)
+
+
+def scores(res: dict, path: Path) -> Path:
+    """(b) Test score per method: every seed, mean and 95% CI, with oracle and random references."""
+    methods = list(res["methods"])
+    fig, ax = plt.subplots(figsize=(1.6 * len(methods) + 2.5, 4))
+    for i, m in enumerate(methods):
+        t = res["methods"][m]["test"]
+        ax.scatter(np.full(len(t["per_seed"]), i) + np.linspace(-0.1, 0.1, len(t["per_seed"])), t["per_seed"],
+                   color=COLORS.get(m, "gray"), zorder=3, s=18)
+        lo, hi = t["ci95"]
+        ax.errorbar(i, t["mean"], yerr=[[t["mean"] - lo], [hi - t["mean"]]], fmt="s", color="k", capsize=6, zorder=4)
+    refs = res["references"]
+    for name, style in (("oracle", "--"), ("random", ":")):
+        if name in refs:
+            ax.axhline(refs[name]["test"]["mean"], ls=style, color="gray", label=name)
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_ylabel("test score (mean return, episodes 3-5)")
+    ax.set_title("Unseen test tasks: seeds, mean and 95% CI")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def curves(run, seeds, methods, path: Path) -> Path:
+    """(c) Test score against distillation steps (mean over seeds; band = min..max)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in methods:
+        rows = [read_curve(run.seed_dir(s) / "students" / f"{m}.csv") for s in seeds]
+        steps = sorted(set.intersection(*(set(r) for r in rows))) if rows else []
+        if not steps or "test_score" not in rows[0][steps[0]]:
+            continue
+        y = np.array([[r[st]["test_score"] for st in steps] for r in rows])
+        ax.plot(steps, y.mean(0), label=m, color=COLORS.get(m))
+        ax.fill_between(steps, y.min(0), y.max(0), alpha=0.2, color=COLORS.get(m))
+    ax.set_xlabel("distillation steps")
+    ax.set_ylabel("test score")
+    ax.set_title("Test score during distillation")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def posteriors(run, seed: int, methods, path: Path) -> Path:
+    """(d) Posterior means of z for each test task after the 5 episodes, projected on 2 principal axes."""
+    shown = [m for m in ("full", "neither") if m in methods] or list(methods)[:2]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 4), squeeze=False)
+    tasks = run.family.test_tasks
+    angle = np.arctan2(tasks[:, 1], tasks[:, 0]) if tasks.shape[1] == 2 else tasks[:, 0]
+    for ax, m in zip(axes[0], shown):
+        ev = io.read_json(run.seed_dir(seed) / "eval" / f"{m}.json")
+        means = np.asarray(ev["test"]["posterior_means"])[:, 1:]  # [T, E, L], after each episode
+        flat = means.reshape(-1, means.shape[-1])
+        centre = flat.mean(0)
+        _, _, vt = np.linalg.svd(flat - centre, full_matrices=False)
+        proj = (means - centre) @ vt[:2].T
+        sc = None
+        for t in range(len(tasks)):
+            ax.plot(proj[t, :, 0], proj[t, :, 1], color="lightgray", lw=0.8, zorder=1)
+            sc = ax.scatter(proj[t, -1, 0], proj[t, -1, 1], c=[angle[t]], cmap="twilight", vmin=0, vmax=np.pi,
+                            s=60, edgecolors="k", zorder=2)
+        ax.set_title(f"{m}: posterior means of z (test tasks)")
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+    if sc is not None:
+        fig.colorbar(sc, ax=axes[0].tolist(), label="test task parameter")
+    return _save(fig, path)
+
+
+def diagnostic(res: dict, path: Path) -> Path:
+    """(e) Task-inference diagnostic: does the encoder read rewards or states/actions?"""
+    methods = [m for m, v in res["methods"].items() if "diagnostic" in v]
+    fig, ax = plt.subplots(figsize=(1.5 * len(methods) + 2.5, 3.5))
+    x = np.arange(len(methods))
+    rr = [res["methods"][m]["diagnostic"]["reads_rewards"] for m in methods]
+    rs = [res["methods"][m]["diagnostic"]["reads_states"] for m in methods]
+    ax.bar(x - 0.2, rr, 0.4, label="infers the task of the rewards (i)")
+    ax.bar(x + 0.2, rs, 0.4, label="infers the task of the states/actions (j)")
+    ax.set_xticks(x, methods)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("fraction of (i, j) contexts")
+    ax.set_title("Task j's transitions relabelled with task i's true rewards")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def make_all(run, seeds, methods, res, out: Path) -> dict[str, Path]:
+    figs = {"datasets": datasets(run, seeds[0], out / "datasets.png"),
+            "test scores": scores(res, out / "scores.png"),
+            "test score during distillation": curves(run, seeds, methods, out / "curves.png"),
+            "posterior means": posteriors(run, seeds[0], methods, out / "posteriors.png")}
+    if any("diagnostic" in v for v in res["methods"].values()):
+        figs["task-inference diagnostic"] = diagnostic(res, out / "diagnostic.png")
+    return figs

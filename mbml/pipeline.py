@@ -1,0 +1,325 @@
+"""The run folder and its stages: collect -> teachers -> ensembles -> distill -> evaluate -> report.
+
+Each stage reads its inputs from the run folder, writes its outputs atomically (the file that marks
+it done last), and is skipped when already done unless forced. Long stages checkpoint between
+chunks, so a killed run continues where it stopped.
+
+    OUT/config.json                 resolved config (a rerun with a different one is refused)
+    OUT/run.json                    versions, seeds and methods asked for
+    OUT/seed_S/data/                the K-task dataset (mbml.data format)
+    OUT/seed_S/teachers.msgpack     BCQ teachers, best evaluated checkpoint  (+ teachers.json)
+    OUT/seed_S/ensembles.msgpack    reward ensembles                        (+ relabel.npz, relabel.json)
+    OUT/seed_S/students/M.msgpack   student of method M                     (+ M.csv learning curve)
+    OUT/seed_S/eval/M.json          evaluation protocol on train and test tasks, diagnostic
+    OUT/seed_S/timings.json         seconds per stage
+    OUT/results.json, report.md, figures/
+"""
+
+from __future__ import annotations
+
+import csv
+import platform
+import resource
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import mbml
+from mbml import bcq, config as C, data as D, io, rollout, student as S
+from mbml.collect import collect, episode_returns
+from mbml.config import RunConfig
+from mbml.distill import METHODS, distill
+from mbml.ensembles import relabel, relabel_stats, train_ensembles, true_rewards
+from mbml.errors import MbmlError
+from mbml.evaluate import evaluate_student, inference_diagnostic
+from mbml.families import Family, get_family
+from mbml.teachers import device_data, evaluate as evaluate_teachers, train_teachers
+
+STAGES = ("collect", "teachers", "ensembles", "distill", "evaluate", "report")
+Progress = Callable[[str, int, int], None]  # (label, done, total)
+
+
+def versions() -> dict:
+    import flax
+    import optax
+
+    return {"mbml": mbml.__version__, "python": platform.python_version(), "jax": jax.__version__,
+            "flax": flax.__version__, "optax": optax.__version__, "numpy": np.__version__,
+            "platform": platform.platform(), "device": str(jax.devices()[0])}
+
+
+def _first_difference(a, b, prefix=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
+            if d:
+                return d
+        return None
+    norm = lambda x: list(x) if isinstance(x, tuple) else x  # noqa: E731
+    return None if norm(a) == norm(b) else f"{prefix[:-1]} ({b!r} in the folder, {a!r} now)"
+
+
+@dataclass
+class Run:
+    """A run folder bound to its config."""
+
+    out: Path
+    cfg: RunConfig
+    family: Family
+    progress: Progress | None = None
+
+    @staticmethod
+    def open(out: Path, cfg: RunConfig | None = None, progress: Progress | None = None) -> "Run":
+        """Open (or create) a run folder; refuses a folder made with a different config."""
+        out = Path(out)
+        saved = out / "config.json"
+        if saved.exists():
+            old = io.read_json(saved)
+            if cfg is None:
+                cfg = C.from_dict(old)
+            else:
+                diff = _first_difference(C.to_dict(cfg), old)
+                if diff:
+                    raise MbmlError(f"{out} was made with a different config: {diff}; "
+                                    "use another --out (nothing was changed)")
+        elif cfg is None:
+            raise MbmlError(f"{out} is not a run folder (no config.json); start it with `mbml run`")
+        family = get_family(cfg.family)
+        if out.exists() and not out.is_dir():
+            raise MbmlError(f"{out} exists and is not a folder")
+        if not saved.exists():
+            io.write_json(saved, C.to_dict(cfg))
+        return Run(out, cfg, family, progress)
+
+    def seed_dir(self, seed: int) -> Path:
+        return self.out / f"seed_{seed}"
+
+    def key(self, seed: int, stage: str):
+        return jax.random.fold_in(jax.random.PRNGKey(seed), STAGES.index(stage))
+
+    def bar(self, label: str):
+        if self.progress is None:
+            return None
+        return lambda done, total: self.progress(label, done, total)
+
+    @contextmanager
+    def timed(self, seed: int, stage: str):
+        t0 = time.perf_counter()
+        yield
+        path = self.seed_dir(seed) / "timings.json"
+        timings = io.read_json(path) if path.exists() else {}
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+        io.write_json(path, timings)
+
+    def record(self, seeds, methods) -> None:
+        path = self.out / "run.json"
+        old = io.read_json(path) if path.exists() else {}
+        io.write_json(path, {"family": self.cfg.family, "preset": self.cfg.preset,
+                             "seeds": sorted(set(old.get("seeds", [])) | set(seeds)),
+                             "methods": list(dict.fromkeys([*old.get("methods", []), *methods])),
+                             "versions": versions()})
+
+    # ---------------------------------------------------------------- stages
+
+    def collect(self, seed: int, force: bool = False) -> None:
+        d = self.seed_dir(seed)
+        if (d / "data" / "meta.json").exists() and not force:
+            return
+        with self.timed(seed, "collect"):
+            ds = collect(self.family, self.cfg.sac, self.key(seed, "collect"), self.cfg.lift,
+                         ckpt=d / "ckpt" / "collect.msgpack", progress=self.bar(f"seed {seed} collect"))
+            ds.meta.update({"seed": seed, "family": self.family.name})
+            D.save(ds, d / "data")
+        (d / "ckpt" / "collect.msgpack").unlink(missing_ok=True)
+
+    def dataset(self, seed: int) -> D.Dataset:
+        path = self.seed_dir(seed) / "data"
+        if not (path / "meta.json").exists():
+            raise MbmlError(f"no dataset in {path}; run `mbml collect --out {self.out}` first")
+        ds = D.load(path, min_tasks=2)
+        if ds.observations.shape[-1] != self.family.obs_dim or ds.actions.shape[-1] != self.family.act_dim:
+            raise MbmlError(f"dataset in {path} has obs/action sizes {ds.observations.shape[-1]}/"
+                            f"{ds.actions.shape[-1]}, family {self.family.name} has "
+                            f"{self.family.obs_dim}/{self.family.act_dim}")
+        return ds
+
+    def teacher_template(self, k: int):
+        return jax.vmap(lambda kk: bcq.init(self.cfg.bcq, kk, self.family.obs_dim, self.family.act_dim))(
+            jax.random.split(jax.random.PRNGKey(0), k))
+
+    def teachers(self, seed: int, force: bool = False) -> None:
+        d = self.seed_dir(seed)
+        if (d / "teachers.json").exists() and not force:
+            return
+        ds = self.dataset(seed)
+        with self.timed(seed, "teachers"):
+            best, curve = train_teachers(self.family, self.cfg.bcq, ds, self.key(seed, "teachers"), self.cfg.lift,
+                                         ckpt=d / "ckpt" / "teachers.msgpack", progress=self.bar(f"seed {seed} teachers"))
+            io.save_pytree(d / "teachers.msgpack", jax.device_get(best))
+            io.write_json(d / "teachers.json", {"eval_curve": curve, "best": np.nanmax(curve, axis=0),
+                                                "eval_every": self.cfg.bcq.eval_every})
+        (d / "ckpt" / "teachers.msgpack").unlink(missing_ok=True)
+
+    def load_teachers(self, seed: int):
+        ds_k = self.family.train_tasks.shape[0]
+        path = self.seed_dir(seed) / "teachers.msgpack"
+        if not (self.seed_dir(seed) / "teachers.json").exists():
+            raise MbmlError(f"no teachers in {self.seed_dir(seed)}; run `mbml teachers --out {self.out}` first")
+        return io.load_pytree(path, self.teacher_template(ds_k))
+
+    def ensembles(self, seed: int, force: bool = False) -> None:
+        d = self.seed_dir(seed)
+        if (d / "relabel.json").exists() and not force:
+            return
+        ds = self.dataset(seed)
+        with self.timed(seed, "ensembles"):
+            members = train_ensembles(self.cfg.ensemble, device_data(ds), self.key(seed, "ensembles"), self.cfg.lift,
+                                      ckpt=d / "ckpt" / "ensembles.msgpack", progress=self.bar(f"seed {seed} ensembles"))
+            io.save_pytree(d / "ensembles.msgpack", jax.device_get(members))
+            lab = relabel(self.cfg.ensemble, members, ds, self.family.true_reward)
+            buf = d / "relabel.npz.tmp"
+            with open(buf, "wb") as f:
+                np.savez(f, **lab)
+            buf.replace(d / "relabel.npz")
+            io.write_json(d / "relabel.json", relabel_stats(lab))
+        (d / "ckpt" / "ensembles.msgpack").unlink(missing_ok=True)
+
+    def relabelling(self, seed: int, method: str, ds: D.Dataset) -> dict | None:
+        """Accept mask and rewards [K_i, K_j, N] the method relabels with (None without relabelling)."""
+        kind = METHODS[method].relabel
+        if kind == "none":
+            return None
+        if kind == "true":
+            if self.family.true_reward is None:
+                raise MbmlError(f"gt_relabel needs the true reward, which family {self.family.name} does not give")
+            k = ds.num_tasks
+            accept = np.broadcast_to(~np.eye(k, dtype=bool)[:, :, None], (k, k, ds.num_transitions))
+            return {"accept": jnp.asarray(accept), "reward": jnp.asarray(true_rewards(ds, self.family.true_reward))}
+        path = self.seed_dir(seed) / "relabel.npz"
+        if not (self.seed_dir(seed) / "relabel.json").exists():
+            raise MbmlError(f"no relabelling in {self.seed_dir(seed)}; run `mbml ensembles --out {self.out}` first")
+        with np.load(path, allow_pickle=False) as z:
+            return {"accept": jnp.asarray(z["accept"]), "reward": jnp.asarray(z["mean"])}
+
+    def student_template(self):
+        return S.init(self.cfg.distill, jax.random.PRNGKey(0), self.family.obs_dim, self.family.act_dim)
+
+    def distill(self, seed: int, method: str, force: bool = False) -> None:
+        d = self.seed_dir(seed) / "students"
+        if (d / f"{method}.msgpack").exists() and not force:
+            return
+        ds = self.dataset(seed)
+        teachers = self.load_teachers(seed)
+        data = device_data(ds)
+        lab = self.relabelling(seed, method, ds)
+        tests = jnp.asarray(self.family.test_tasks, jnp.float32)
+        log_path = d / f"{method}.csv"
+        ckpt = self.seed_dir(seed) / "ckpt" / f"distill_{method}.msgpack"
+        if not ckpt.exists():
+            log_path.unlink(missing_ok=True)
+        writer = _tensorboard(self.seed_dir(seed) / "logs" / method)
+
+        def on_eval(params, step, metrics):
+            if self.family.jax_env is not None:
+                r = evaluate_student(self.family, self.cfg.distill, self.cfg.eval, self.cfg.bcq.phi, params, tests,
+                                     jax.random.fold_in(self.key(seed, "evaluate"), step))
+                metrics["test_score"] = float(r["score"].mean())
+            _append_csv(log_path, {"step": step, **metrics})
+            if writer is not None:
+                for k, v in metrics.items():
+                    writer.add_scalar(f"distill/{k}", v, step)
+
+        with self.timed(seed, f"distill_{method}"):
+            params, qnorm = distill(self.cfg.distill, self.cfg.bcq, method, self.family.act_dim, data, lab, teachers,
+                                    self.key(seed, "distill"), ckpt=ckpt, progress=self.bar(f"seed {seed} {method}"),
+                                    on_eval=on_eval)
+            io.save_pytree(d / f"{method}.msgpack", {"params": jax.device_get(params), "qnorm": qnorm})
+        if writer is not None:
+            writer.close()
+        ckpt.unlink(missing_ok=True)
+
+    def load_student(self, seed: int, method: str):
+        path = self.seed_dir(seed) / "students" / f"{method}.msgpack"
+        if not path.exists():
+            raise MbmlError(f"no {method} student in {path.parent}; run `mbml distill --out {self.out}` first")
+        tree = io.load_pytree(path, {"params": self.student_template(), "qnorm": np.zeros(2, np.float32)})
+        return tree["params"]
+
+    def evaluate(self, seed: int, method: str, force: bool = False) -> None:
+        path = self.seed_dir(seed) / "eval" / f"{method}.json"
+        if path.exists() and not force:
+            return
+        if self.family.jax_env is None:
+            raise MbmlError(f"evaluation of family {self.family.name} needs host-stepped rollouts, not implemented yet")
+        params = self.load_student(seed, method)
+        key = self.key(seed, "evaluate")
+        out = {}
+        with self.timed(seed, "evaluate"):
+            for split, tasks in (("train", self.family.train_tasks), ("test", self.family.test_tasks)):
+                r = evaluate_student(self.family, self.cfg.distill, self.cfg.eval, self.cfg.bcq.phi, params,
+                                     jnp.asarray(tasks, jnp.float32), jax.random.fold_in(key, len(out)))
+                out[split] = {k: np.asarray(v).tolist() for k, v in jax.device_get(r).items()}
+            if self.family.true_reward is not None:
+                ds = self.dataset(seed)
+                diag = inference_diagnostic(self.cfg.distill, 2 * self.cfg.distill.context_size, params.encoder,
+                                            device_data(ds), jnp.asarray(true_rewards(ds, self.family.true_reward)),
+                                            jax.random.fold_in(key, 99))
+                out["diagnostic"] = {k: float(v) for k, v in diag.items()}
+            io.write_json(path, out)
+
+    def references(self, seed: int, force: bool = False) -> None:
+        """Teachers on their own tasks; oracle and random policies on train and test tasks."""
+        path = self.seed_dir(seed) / "eval" / "references.json"
+        if path.exists() and not force:
+            return
+        if self.family.jax_env is None:
+            raise MbmlError(f"evaluation of family {self.family.name} needs host-stepped rollouts, not implemented yet")
+        key = jax.random.fold_in(self.key(seed, "evaluate"), 1000)
+        with self.timed(seed, "evaluate"):
+            teachers = self.load_teachers(seed)
+            tasks = jnp.asarray(self.family.train_tasks, jnp.float32)
+            own = evaluate_teachers(self.family, self.cfg.bcq, self.cfg.eval.episodes, teachers, tasks, key)
+            out = {"teachers": {"train": np.asarray(own).tolist()}}
+            for split, t in (("train", self.family.train_tasks), ("test", self.family.test_tasks)):
+                for name, v in rollout.reference_scores(self.family, t, jax.random.fold_in(key, len(out))).items():
+                    out.setdefault(name, {})[split] = np.asarray(v).tolist()
+            ds = self.dataset(seed)
+            out["dataset_returns"] = episode_returns(ds).mean(0).tolist()
+            io.write_json(path, out)
+
+    def clear(self, seed: int, stage: str) -> None:
+        """Remove a stage's outputs (for --force)."""
+        d = self.seed_dir(seed)
+        targets = {"collect": [d / "data"], "teachers": [d / "teachers.json"], "ensembles": [d / "relabel.json"],
+                   "distill": [d / "students"], "evaluate": [d / "eval"]}[stage]
+        for t in targets:
+            shutil.rmtree(t, ignore_errors=True) if t.is_dir() else t.unlink(missing_ok=True)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _tensorboard(path: Path):
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:  # optional
+        return None
+    return SummaryWriter(str(path))

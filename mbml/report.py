@@ -1,0 +1,115 @@
+"""Stage `report`: results.json (the contract other tools read), report.md and figures."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from mbml import io
+from mbml.pipeline import Run, peak_rss_mb, versions
+from mbml import config as C
+
+# two-sided 95% Student-t quantiles for 1..30 degrees of freedom
+_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def ci95(x) -> list[float]:
+    """95% confidence interval of the mean across seeds (Student t); a single seed gives [x, x]."""
+    x = np.asarray(x, float)
+    m = float(x.mean())
+    if len(x) < 2:
+        return [m, m]
+    half = (_T95[len(x) - 2] if len(x) - 1 <= 30 else 1.96) * x.std(ddof=1) / np.sqrt(len(x))
+    return [m - half, m + half]
+
+
+def _split_stats(per_seed_task: np.ndarray) -> dict:
+    per_seed = per_seed_task.mean(1)
+    return {"mean": float(per_seed.mean()), "ci95": ci95(per_seed), "per_seed": per_seed.tolist(),
+            "per_task": per_seed_task.mean(0).tolist()}
+
+
+def read_curve(path: Path) -> dict[int, dict]:
+    rows = {}
+    if path.exists():
+        with open(path) as f:
+            for r in csv.DictReader(f):
+                rows[int(r["step"])] = {k: float(v) for k, v in r.items()}
+    return rows
+
+
+def collect_results(run: Run, seeds, methods) -> dict:
+    evals = {m: [io.read_json(run.seed_dir(s) / "eval" / f"{m}.json") for s in seeds] for m in methods}
+    refs = [io.read_json(run.seed_dir(s) / "eval" / "references.json") for s in seeds]
+    res = {"family": run.cfg.family, "preset": run.cfg.preset, "seeds": list(seeds), "config": C.to_dict(run.cfg),
+           "methods": {}, "references": {}, "relabel": {}, "timings": {}, "peak_rss_mb": peak_rss_mb(),
+           "versions": versions()}
+    for m, ev in evals.items():
+        res["methods"][m] = {split: _split_stats(np.array([e[split]["score"] for e in ev]))
+                             for split in ("test", "train")}
+        if all("diagnostic" in e for e in ev):
+            res["methods"][m]["diagnostic"] = {k: float(np.mean([e["diagnostic"][k] for e in ev]))
+                                               for k in ev[0]["diagnostic"]}
+    for name in ("oracle", "random"):
+        if name in refs[0]:
+            res["references"][name] = {split: {"mean": float(np.mean([r[name][split] for r in refs]))}
+                                       for split in ("test", "train")}
+    teach = np.array([r["teachers"]["train"] for r in refs])
+    res["references"]["teachers"] = {"train": {"mean": float(teach.mean()), "per_task": teach.mean(0).tolist()}}
+    rel = [run.seed_dir(s) / "relabel.json" for s in seeds]
+    rel = [io.read_json(p) for p in rel if p.exists()]
+    if rel:
+        res["relabel"] = {k: float(np.mean([r[k] for r in rel])) for k in rel[0]}
+    for s in seeds:
+        p = run.seed_dir(s) / "timings.json"
+        for k, v in (io.read_json(p) if p.exists() else {}).items():
+            res["timings"][k] = res["timings"].get(k, 0.0) + v
+    o, r = res["references"].get("oracle"), res["references"].get("random")
+    if o and r:
+        for m in res["methods"].values():
+            for split in ("test", "train"):
+                m[split]["fraction_random_to_oracle"] = (m[split]["mean"] - r[split]["mean"]) / (o[split]["mean"] - r[split]["mean"])
+    return res
+
+
+def markdown_table(res: dict) -> str:
+    lines = ["| method | test score (95% CI) | fraction random→oracle | train score | reads rewards / states |",
+             "|---|---|---|---|---|"]
+    for m, v in res["methods"].items():
+        t, tr = v["test"], v["train"]
+        frac = f"{100 * t['fraction_random_to_oracle']:.0f}%" if "fraction_random_to_oracle" in t else "–"
+        diag = v.get("diagnostic")
+        d = f"{100 * diag['reads_rewards']:.0f}% / {100 * diag['reads_states']:.0f}%" if diag else "–"
+        lines.append(f"| `{m}` | {t['mean']:.2f} [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}] | {frac} | {tr['mean']:.2f} | {d} |")
+    refs = res["references"]
+    for name in ("oracle", "random"):
+        if name in refs:
+            lines.append(f"| {name} (reference) | {refs[name]['test']['mean']:.2f} | | {refs[name]['train']['mean']:.2f} | |")
+    lines.append(f"| BCQ teachers, own tasks | | | {refs['teachers']['train']['mean']:.2f} | |")
+    return "\n".join(lines)
+
+
+def write_report(run: Run, seeds, methods) -> dict:
+    from mbml import figures
+
+    res = collect_results(run, seeds, methods)
+    fig_dir = run.out / "figures"
+    figs = figures.make_all(run, seeds, methods, res, fig_dir)
+    io.write_json(run.out / "results.json", res)
+    rel = res["relabel"]
+    md = [f"# MBML on `{res['family']}` (preset `{res['preset']}`, seeds {', '.join(map(str, seeds))})", "",
+          "Scores are the mean undiscounted return of episodes 3-5 of the evaluation protocol, averaged over "
+          "tasks; intervals are 95% Student-t intervals across seeds. \"Reads rewards / states\": given "
+          "task-j transitions carrying task i's true rewards, how often the inferred task is i / j.", "",
+          markdown_table(res), "",
+          f"Relabelling: {100 * rel.get('accept_rate', float('nan')):.0f}% of other tasks' transitions accepted"
+          + (f", mean |error| of accepted rewards {rel['abs_error_accepted']:.4f} (reward std {rel['reward_std']:.3f})"
+             if "abs_error_accepted" in rel else "") + ".", "",
+          "Timings (s, summed over seeds): " + ", ".join(f"{k} {v:.0f}" for k, v in res["timings"].items())
+          + f"; peak memory {res['peak_rss_mb']:.0f} MB.", ""]
+    md += [f"![{name}](figures/{p.name})" for name, p in figs.items()]
+    io.atomic_write_bytes(run.out / "report.md", ("\n".join(md) + "\n").encode())
+    return res
