@@ -27,6 +27,8 @@ class Demo:
     """Budget preset: smoke, demo, cpu or paper."""
     force: bool = False
     """Redo stages that are already done."""
+    workers: int = 0
+    """Processes running seeds in parallel (0: one per CPU core on CPU, 1 on an accelerator)."""
     quiet: bool = False
     """No progress bars."""
 
@@ -49,6 +51,8 @@ class RunCmd:
     """Lift per-task learners over the task axis with vmap (parallel) or lax.map (sequential)."""
     force: bool = False
     """Redo stages that are already done."""
+    workers: int = 0
+    """Processes running seeds in parallel (0: one per CPU core on CPU, 1 on an accelerator)."""
     quiet: bool = False
     """No progress bars."""
 
@@ -68,11 +72,13 @@ def _stage_cmd(stage: str, doc: str):
         """Methods for distill/evaluate/report (default: those recorded in the run folder)."""
         force: bool = False
         """Redo the stage even if done."""
+        workers: int = 0
+        """Processes running seeds in parallel (0: one per CPU core on CPU, 1 on an accelerator)."""
         quiet: bool = False
         """No progress bars."""
 
     StageCmd.__doc__ = doc
-    StageCmd.__name__ = StageCmd.__qualname__ = f"{stage.capitalize()}Cmd"
+    StageCmd.__name__ = f"{stage.capitalize()}Cmd"  # not __qualname__: tyro reads field docs from the source
     StageCmd.stage = stage
     return StageCmd
 
@@ -127,13 +133,76 @@ def _check(methods, seeds):
         raise MbmlError(f"seeds repeat: {list(seeds)}")
 
 
+def _seed_stages(run, seed: int, methods, stages, force: bool) -> None:
+    """Every requested stage for one seed, in pipeline order."""
+    from mbml.distill import METHODS
+
+    needs_ens = any(METHODS[m].relabel == "ensemble" for m in methods)
+    if "collect" in stages:
+        run.collect(seed, force)
+    if "teachers" in stages:
+        run.teachers(seed, force)
+    if "ensembles" in stages and (needs_ens or "distill" not in stages):
+        run.ensembles(seed, force)
+    for m in methods:
+        if "distill" in stages:
+            run.distill(seed, m, force)
+        if "evaluate" in stages:
+            run.evaluate(seed, m, force)
+    if "evaluate" in stages:
+        run.references(seed, force)
+
+
+def _worker(out: Path, seed: int, methods, stages, force: bool, queue) -> None:
+    """One seed in its own process (one XLA thread each: these nets are too small to share cores well)."""
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_cpu_multi_thread_eigen=false")
+    from mbml.pipeline import Run
+
+    run = Run.open(out, None, lambda label, done, total: queue.put((label, done, total)))
+    _seed_stages(run, seed, methods, stages, force)
+
+
+def _fan_out(out: Path, seeds, methods, stages, force: bool, workers: int, bars) -> None:
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    import queue as q
+
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager, cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        events = manager.Queue()
+        futures = [pool.submit(_worker, out, s, tuple(methods), tuple(stages), force, events) for s in seeds]
+        pending = set(futures)
+        while pending:
+            done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_EXCEPTION)
+            while True:
+                try:
+                    bars(*events.get_nowait())
+                except q.Empty:
+                    break
+            for f in done:
+                if f.exception() is not None:
+                    for p in pending:
+                        p.cancel()
+                    raise f.exception()
+
+
+def default_workers(seeds) -> int:
+    """Seeds run in parallel processes on CPU (one core each); one process on an accelerator."""
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return 1
+    return max(1, min(len(seeds), os.cpu_count() or 1))
+
+
 def run_pipeline(out: Path, family: str, preset: str, seeds, methods, force=False, quiet=False, lift="vmap",
-                 stages=("collect", "teachers", "ensembles", "distill", "evaluate", "report")) -> dict | None:
+                 stages=("collect", "teachers", "ensembles", "distill", "evaluate", "report"),
+                 workers: int = 0) -> dict | None:
     """Run `stages` for every seed and method in `out`; returns results.json's content if reported."""
     import dataclasses
 
     from mbml.config import preset as get_preset
-    from mbml.distill import METHODS
     from mbml.pipeline import Run
 
     _check(methods, seeds)
@@ -142,21 +211,13 @@ def run_pipeline(out: Path, family: str, preset: str, seeds, methods, force=Fals
     try:
         run = Run.open(out, cfg, bars)
         run.record(seeds, methods)
-        needs_ens = any(METHODS[m].relabel == "ensemble" for m in methods)
-        for seed in seeds:
-            if "collect" in stages:
-                run.collect(seed, force)
-            if "teachers" in stages:
-                run.teachers(seed, force)
-            if "ensembles" in stages and (needs_ens or "distill" not in stages):
-                run.ensembles(seed, force)
-            for m in methods:
-                if "distill" in stages:
-                    run.distill(seed, m, force)
-                if "evaluate" in stages:
-                    run.evaluate(seed, m, force)
-            if "evaluate" in stages:
-                run.references(seed, force)
+        seed_stages = [s for s in stages if s != "report"]
+        workers = workers or default_workers(seeds)
+        if seed_stages and workers > 1 and len(seeds) > 1:
+            _fan_out(run.out, seeds, methods, seed_stages, force, workers, bars)
+        else:
+            for seed in seeds:
+                _seed_stages(run, seed, methods, seed_stages, force)
         if "report" in stages:
             from mbml.report import write_report
             return write_report(run, list(seeds), list(methods))
@@ -183,11 +244,13 @@ def _summary(res: dict, out: Path) -> None:
 
 def _execute(cmd) -> None:
     if isinstance(cmd, Demo):
-        res = run_pipeline(cmd.out, "point-nav", cmd.preset, cmd.seeds, cmd.methods, cmd.force, cmd.quiet)
+        res = run_pipeline(cmd.out, "point-nav", cmd.preset, cmd.seeds, cmd.methods, cmd.force, cmd.quiet,
+                           workers=cmd.workers)
         _summary(res, cmd.out)
     elif isinstance(cmd, RunCmd):
         out = cmd.out or Path("runs") / f"{cmd.family}-{cmd.preset}"
-        res = run_pipeline(out, cmd.family, cmd.preset, cmd.seeds, cmd.methods, cmd.force, cmd.quiet, cmd.lift)
+        res = run_pipeline(out, cmd.family, cmd.preset, cmd.seeds, cmd.methods, cmd.force, cmd.quiet, cmd.lift,
+                           workers=cmd.workers)
         _summary(res, out)
     else:
         from mbml import io
@@ -200,11 +263,15 @@ def _execute(cmd) -> None:
                 if given is not None and given != cfg[name]:
                     raise MbmlError(f"{cmd.out} holds a {cfg[name]!r} run, not {given!r} ({name}); use another --out")
             family, preset, lift = cfg["family"], cfg["preset"], cfg.get("lift", "vmap")
+        elif cmd.family is None or cmd.preset is None:
+            raise MbmlError(f"{cmd.out} is not a run folder (no config.json); start one with `mbml run` "
+                            "or give --family and --preset")
         else:
-            family, preset, lift = cmd.family or "point-nav", cmd.preset or "demo", "vmap"
+            family, preset, lift = cmd.family, cmd.preset, "vmap"
         seeds = cmd.seeds or tuple(recorded.get("seeds", [0]))
         methods = cmd.methods or tuple(recorded.get("methods", ["full", "neither"]))
-        res = run_pipeline(cmd.out, family, preset, seeds, methods, cmd.force, cmd.quiet, lift, stages=(cmd.stage,))
+        res = run_pipeline(cmd.out, family, preset, seeds, methods, cmd.force, cmd.quiet, lift, stages=(cmd.stage,),
+                           workers=cmd.workers)
         if res is not None:
             _summary(res, cmd.out)
 

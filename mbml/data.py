@@ -85,9 +85,12 @@ class Dataset:
             if np.shape(d["actions"])[-1] != np.shape(first["actions"])[-1]:
                 raise MbmlError(f"action sizes differ between tasks: task 0 has "
                                 f"{np.shape(first['actions'])[-1]}, task {i} has {np.shape(d['actions'])[-1]}")
-            if len(d["observations"]) != len(first["observations"]):
-                raise MbmlError(f"tasks have different numbers of transitions ({len(first['observations'])} "
-                                f"vs {len(d['observations'])} in task {i}); cut them to the same length")
+            if set(d) != set(first):
+                raise MbmlError(f"task {i} has arrays {sorted(d)}, task 0 has {sorted(first)}")
+            lengths = {k: len(v) for k, v in d.items()}
+            if len(set(lengths.values())) != 1 or len(d["observations"]) != len(first["observations"]):
+                raise MbmlError(f"tasks have different numbers of transitions (task 0: {len(first['observations'])}, "
+                                f"task {i}: {lengths}); cut them to the same length")
         arrays = {k: np.stack([np.asarray(d[k], _CORE[k]) for d in per_task]) for k in _CORE}
         extra_keys = [k for k in first if k not in _CORE]
         extras = {k: np.stack([np.asarray(d[k], np.float32) for d in per_task]) for k in extra_keys}
@@ -112,6 +115,9 @@ def validate(ds: Dataset, min_tasks: int = 1) -> None:
     for name, arr in ds.extras.items():
         if arr.shape[:2] != (k, n):
             raise MbmlError(f"extra {name!r} has shape {arr.shape}, expected ({k}, {n}, ...)")
+    for name in ("terminals", "timeouts"):
+        if getattr(ds, name).dtype != np.bool_:
+            raise MbmlError(f"{name} must be boolean, got {getattr(ds, name).dtype}")
     if k < min_tasks:
         raise MbmlError(f"the dataset has {k} task(s); multi-task batch RL needs at least {min_tasks}")
     if n == 0:
@@ -152,8 +158,13 @@ def load(path: Path, mmap: bool = True, min_tasks: int = 1) -> Dataset:
         raise MbmlError(f"{path}/meta.json is not an mbml dataset description")
     if meta.get("version") != VERSION:
         raise MbmlError(f"{path}: dataset format version {meta.get('version')} is not supported (this mbml reads {VERSION})")
+    specs = meta.get("arrays")
+    if not isinstance(specs, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("shape"), list) and isinstance(v.get("dtype"), str)
+            for v in specs.values()):
+        raise MbmlError(f"{path}/meta.json: 'arrays' must map names to {{shape, dtype}}")
     arrays = {}
-    for name, spec in meta.get("arrays", {}).items():
+    for name, spec in specs.items():
         f = path / f"{name}.npy"
         try:
             arr = np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)

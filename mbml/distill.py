@@ -178,7 +178,9 @@ def distill(cfg: DistillConfig, bcq_cfg: BCQConfig, method_name: str, act_dim: i
     obs_dim = data["obs"].shape[-1]
     k_init, k_run = jax.random.split(key)
     params = S.init(cfg, k_init, obs_dim, act_dim)
-    qnorm = q_normalizer(bcq_cfg, act_dim, teachers, data) if cfg.normalize_q_targets else jnp.array([0.0, 1.0])
+    qnorm = jnp.array([0.0, 1.0])
+    if cfg.q_target_scale > 0:
+        qnorm = q_normalizer(bcq_cfg, act_dim, teachers, data) * jnp.array([1.0, 1.0 / cfg.q_target_scale])
     metrics0 = jax.eval_shape(lambda: loss_fn(cfg, bcq_cfg, method, act_dim, params, data, lab, teachers, qnorm,
                                               k_run)[1])
     carry = {"params": params, "opt": optax.adam(cfg.lr).init(params), "key": k_run, "qnorm": jnp.copy(qnorm),

@@ -91,16 +91,28 @@ def relabel(cfg: EnsembleConfig, members, ds: Dataset, true_reward: Callable | N
             act = jnp.asarray(ds.actions[j, s:s + chunk])
             m, sd = _mean_std(cfg, members, obs, act)
             mean[:, j, s:s + chunk], std[:, j, s:s + chunk] = np.asarray(m), np.asarray(sd)
-    if cfg.std_threshold > 0:
-        threshold = np.full(k, cfg.std_threshold, np.float32)
-    else:
-        threshold = np.array([np.quantile(std[i, i], cfg.std_quantile) for i in range(k)], np.float32)
-    accept = std < threshold[:, None, None]
-    accept[np.arange(k), np.arange(k)] = False
-    out = {"mean": mean, "std": std, "threshold": threshold, "accept": accept}
+    threshold = thresholds(cfg, std)
+    out = {"mean": mean, "std": std, "threshold": threshold, "accept": accept_mask(std, threshold)}
     if true_reward is not None:
         out["true"] = true_rewards(ds, true_reward)
     return out
+
+
+def thresholds(cfg: EnsembleConfig, std: np.ndarray) -> np.ndarray:
+    """Per-task std threshold: the fixed `std_threshold`, or a quantile of task i's std on its own data."""
+    k = std.shape[0]
+    if cfg.std_threshold > 0:
+        return np.full(k, cfg.std_threshold, np.float32)
+    return np.array([np.quantile(std[i, i], cfg.std_quantile) for i in range(k)], np.float32)
+
+
+def accept_mask(std: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """The relabelling filter (spec §4.3): task j's transition is accepted for task i iff
+    std_i < threshold_i, and never for its own task (i == j). std: [K_i, K_j, N]."""
+    k = std.shape[0]
+    accept = std < np.asarray(threshold)[:, None, None]
+    accept[np.arange(k), np.arange(k)] = False
+    return accept
 
 
 def true_rewards(ds: Dataset, true_reward: Callable) -> np.ndarray:

@@ -107,9 +107,10 @@ def posteriors(run, seed: int, methods, path: Path) -> Path:
             ax.plot(proj[t, :, 0], proj[t, :, 1], color="lightgray", lw=0.8, zorder=1)
             sc = ax.scatter(proj[t, -1, 0], proj[t, -1, 1], c=[angle[t]], cmap="twilight", vmin=0, vmax=np.pi,
                             s=60, edgecolors="k", zorder=2)
-        ax.set_title(f"{m}: posterior means of z (test tasks)")
+        ax.set_title(m)
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
+    fig.suptitle("Posterior means of z on each test task after episodes 1-5 (dot: final), 2 principal axes")
     if sc is not None:
         fig.colorbar(sc, ax=axes[0].tolist(), label="test task parameter")
     return _save(fig, path)

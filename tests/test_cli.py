@@ -1,0 +1,228 @@
+"""The `mbml` command line on bad input: one line `mbml: error: ...` on stderr, exit status 2, no
+traceback, and nothing that existed before is changed. Plus `--help` for every command."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mbml import cli, data as D
+from mbml.config import preset
+from mbml.pipeline import Run
+
+COMMANDS = {"demo": cli.Demo, "run": cli.RunCmd, **cli.STAGE_CMDS}
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """`mbml ARGV` in this process: (exit status, stdout, stderr)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    code = e.value.code
+    return (0 if code is None else code), out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> str:
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith("mbml: error: "), err
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
+
+
+def smoke_folder(out: Path) -> Path:
+    """A run folder (config.json only) for point-nav with the smoke preset, made without the CLI."""
+    Run.open(out, preset("point-nav", "smoke"))
+    assert (out / "config.json").exists()
+    return out
+
+
+def corrupt_folder(out: Path, make_dataset) -> Path:
+    """A smoke run folder whose seed-0 dataset (right sizes for point-nav) has a truncated rewards.npy."""
+    smoke_folder(out)
+    D.save(make_dataset(k=2, n=16, obs_dim=2, act_dim=2, extras=False), out / "seed_0" / "data")
+    f = out / "seed_0" / "data" / "rewards.npy"
+    f.write_bytes(f.read_bytes()[:-40])
+    return out
+
+
+def assert_unchanged(before: dict[str, bytes], after: dict[str, bytes]) -> None:
+    """Every file that existed before is byte-for-byte the same (the CLI may add run.json)."""
+    assert set(after) - set(before) <= {"run.json"}, sorted(set(after) - set(before))
+    for name, content in before.items():
+        assert name in after, f"{name} was removed"
+        assert after[name] == content, f"{name} was changed"
+
+
+# ------------------------------------------------------------------------------- unknown names
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["run", "--family", "bogus"], ["unknown family 'bogus'", "point-nav"]),
+    (["run", "--methods", "full", "bogus"], ["unknown method 'bogus'", "gt_relabel"]),
+    (["run", "--preset", "bogus"], ["unknown preset 'bogus'", "smoke"]),
+    (["run", "--seeds", "0", "1", "0"], ["seeds repeat"]),
+    (["demo", "--methods", "bogus"], ["unknown method 'bogus'"]),
+    (["demo", "--preset", "huge"], ["unknown preset 'huge'"]),
+])
+def test_bad_names_one_line_error_and_no_folder(tmp_path, capsys, args, fragments):
+    out = tmp_path / "run"
+    code, _, err = run_cli([*args, "--out", out, "--quiet"], capsys)
+    assert_one_line_error(code, err, *fragments)
+    assert not out.exists()
+
+
+def test_unknown_family_as_a_subprocess(tmp_path):
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "mbml.cli", "run", "--family", "bogus", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert p.stdout == ""
+    assert "Traceback" not in p.stderr
+    assert p.stderr.endswith("\n") and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith("mbml: error: unknown family 'bogus'")
+    assert not out.exists()
+
+
+def test_corrupt_dataset_as_a_subprocess(tmp_path, make_dataset, snapshot):
+    # only the dataset exists: the subprocess writes config.json itself (with the code it imports, so an
+    # edit of mbml/config.py during the test session cannot make the configs differ)
+    out = corrupt_folder(tmp_path / "run", make_dataset)
+    (out / "config.json").unlink()
+    before = snapshot(out)
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    p = subprocess.run([sys.executable, "-m", "mbml.cli", "run", "--preset", "smoke", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("mbml: error: "), p.stderr
+    assert "rewards.npy" in p.stderr, p.stderr
+    after = snapshot(out)
+    assert_unchanged(before, {k: v for k, v in after.items() if k != "config.json"})
+
+
+# ------------------------------------------------------------------------ folders and their state
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--preset", "demo"],
+    ["run", "--preset", "smoke", "--lift", "map"],
+    ["run", "--family", "ant-dir", "--preset", "paper"],
+    ["teachers", "--preset", "demo"],
+    ["collect", "--family", "ant-dir"],
+])
+def test_folder_made_with_another_config_is_refused(tmp_path, capsys, snapshot, args):
+    out = smoke_folder(tmp_path / "run")
+    before = snapshot(out)
+    code, _, err = run_cli([*args, "--out", out, "--quiet"], capsys)
+    line = assert_one_line_error(code, err, str(out))
+    assert "different config" in line or "holds a" in line
+    assert snapshot(out) == before  # config.json byte for byte, and nothing added
+
+
+@pytest.mark.parametrize("stage,fragment", [
+    ("teachers", "no dataset"), ("ensembles", "no dataset"), ("distill", "no dataset"),
+    ("evaluate", "no full student"),
+])
+def test_stage_on_a_folder_without_dataset(tmp_path, capsys, snapshot, stage, fragment):
+    out = smoke_folder(tmp_path / "run")
+    before = snapshot(out)
+    code, _, err = run_cli([stage, "--out", out, "--quiet"], capsys)
+    assert_one_line_error(code, err, fragment)
+    assert_unchanged(before, snapshot(out))
+    assert not (out / "seed_0" / "data").exists()
+
+
+@pytest.mark.parametrize("args", [["teachers"], ["ensembles"], ["distill", "--methods", "neither"],
+                                  ["run", "--preset", "smoke"]])
+def test_corrupt_dataset_in_a_run_folder(tmp_path, capsys, snapshot, make_dataset, args):
+    out = corrupt_folder(tmp_path / "run", make_dataset)
+    before = snapshot(out)
+    code, _, err = run_cli([*args, "--out", out, "--quiet"], capsys)
+    assert_one_line_error(code, err, "rewards.npy", "truncated or corrupt")
+    assert_unchanged(before, snapshot(out))
+
+
+def test_dataset_of_the_wrong_family_sizes(tmp_path, capsys, snapshot, make_dataset):
+    out = smoke_folder(tmp_path / "run")
+    D.save(make_dataset(k=2, n=16, obs_dim=5, act_dim=2, extras=False), out / "seed_0" / "data")
+    before = snapshot(out)
+    code, _, err = run_cli(["teachers", "--out", out, "--quiet"], capsys)
+    assert_one_line_error(code, err, "obs/action sizes 5/2", "2/2")
+    assert_unchanged(before, snapshot(out))
+
+
+def test_failed_stage_command_on_a_new_folder_leaves_nothing(tmp_path, capsys):
+    out = tmp_path / "typo"
+    code, _, err = run_cli(["teachers", "--out", out, "--quiet"], capsys)
+    assert_one_line_error(code, err)
+    assert not (out / "config.json").exists()
+
+
+# -------------------------------------------------------------------------------------- --help
+
+
+def _flat(text: str) -> str:
+    """Help text without rich's box drawing and line wrapping."""
+    for ch in "│╭╮╰╯─":
+        text = text.replace(ch, " ")
+    return " ".join(text.split())
+
+
+def test_top_level_help_lists_every_command(capsys):
+    code, out, _ = run_cli(["--help"], capsys)
+    assert code == 0
+    for name, cls in COMMANDS.items():
+        assert name in out
+        assert _flat(cls.__doc__.split(".")[0]) in _flat(out), name
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_command_help_mentions_every_option(capsys, name):
+    code, out, _ = run_cli([name, "--help"], capsys)
+    assert code == 0
+    for f in dataclasses.fields(COMMANDS[name]):
+        assert f"--{f.name.replace('_', '-')}" in out, f.name
+
+
+def _field_docs(cls) -> dict[str, str]:
+    """The docstring under each field in the class body (what the help should show)."""
+    import ast
+    import inspect
+    import textwrap
+
+    src = textwrap.dedent(inspect.getsource(cli))
+    docs, tree = {}, ast.parse(src)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name in (cls.__name__, "StageCmd"):
+            body = node.body
+            for a, b in zip(body, body[1:]):
+                if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+                    docs[a.target.id] = b.value.value
+            if node.name == cls.__name__:
+                break
+    return docs
+
+
+@pytest.mark.parametrize("name", [
+    "demo", "run",
+    *cli.STAGE_CMDS,
+])
+def test_command_help_describes_every_option(capsys, name):
+    cls = COMMANDS[name]
+    docs = _field_docs(cls)
+    assert set(docs) == {f.name for f in dataclasses.fields(cls)}
+    code, out, _ = run_cli([name, "--help"], capsys)
+    assert code == 0
+    for field, doc in docs.items():
+        first = doc.split(" (")[0].split(":")[0]
+        assert _flat(first) in _flat(out), (field, first)
