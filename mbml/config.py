@@ -168,13 +168,18 @@ def _toy(preset: str) -> RunConfig:
     gamma 0.9 the raw teacher Q values have std ~1.6, and the paper's KL weight (0.1, summed over
     tasks) then outweighs the Q loss and collapses the posterior to the prior (toy-trial notes).
     """
-    small = dict(policy_hidden=(64, 64), q_hidden=(64, 64))
-    net = dict(actor_hidden=(64, 64), critic_hidden=(64, 64), vae_hidden=(64, 64))
-    student = dict(latent_dim=6, encoder_hidden=(64, 64), q_hidden=(64, 64), g_hidden=(64, 64),
+    w = 32 if preset in ("smoke", "demo") else 64
+    small = dict(policy_hidden=(w, w), q_hidden=(w, w))
+    net = dict(actor_hidden=(w, w), critic_hidden=(w, w), vae_hidden=(w, w))
+    student = dict(latent_dim=6, encoder_hidden=(32, 32), q_hidden=(64, 64), g_hidden=(64, 64),
                    xi_hidden=(64, 64), lr=3e-3, q_target_scale=10.0)
+    if preset in ("smoke", "demo"):  # short budgets: smaller batches and a larger step size
+        student.update(context_size=32, batch_size=64)
+    else:
+        student.update(lr=1e-3)
     budgets = {  # (sac steps, bcq steps, ensemble steps, distill steps)
         "smoke": (600, 200, 200, 200),
-        "demo": (4000, 2000, 1500, 6000),
+        "demo": (4000, 2000, 1500, 4000),
         "cpu": (4000, 10000, 4000, 20000),
     }
     sac_steps, bcq_steps, ens_steps, distill_steps = budgets[preset]
@@ -184,8 +189,52 @@ def _toy(preset: str) -> RunConfig:
                       total_steps=sac_steps),
         bcq=BCQConfig(**net, lr=1e-3, gamma=0.9, steps=bcq_steps, eval_every=max(bcq_steps // 4, 1)),
         ensemble=EnsembleConfig(members=10, hidden=(128,), lr=1e-3, steps=ens_steps),
-        distill=DistillConfig(**student, steps=distill_steps, eval_every=max(distill_steps // 6, 1)),
+        distill=DistillConfig(**student, steps=distill_steps, eval_every=max(distill_steps // 5, 1)),
     )
+
+
+# The authors' per-family numbers (spec §2-§4): SAC environment steps per task, the dataset cut used by
+# BCQ (`bcq_interactions`), BCQ iterations, and the ensemble std threshold for relabelling.
+PAPER = {
+    "ant-dir": dict(sac_steps=600_000, dataset=200_000, bcq_steps=125_000, threshold=0.1),
+    "ant-goal": dict(sac_steps=600_000, dataset=300_000, bcq_steps=100_000, threshold=0.1),
+    "halfcheetah-vel": dict(sac_steps=60_000, dataset=60_000, bcq_steps=50_000, threshold=0.05),
+    "humanoid-dir": dict(sac_steps=600_000, dataset=600_000, bcq_steps=250_000, threshold=0.2),
+    "walker-param": dict(sac_steps=400_000, dataset=300_000, bcq_steps=100_000, threshold=0.1),
+    "umaze-goal": dict(sac_steps=60_000, dataset=30_000, bcq_steps=50_000, threshold=0.02),
+    "point-nav": dict(sac_steps=4_000, dataset=0, bcq_steps=50_000, threshold=0.0),
+}
+
+
+def _mujoco(family: str, preset: str, horizon: int) -> RunConfig:
+    """MuJoCo-family presets. `paper`: the authors' sizes; `cpu`: 256-wide networks and budgets cut
+    to an estimated 1-3 hours per family and seed on 2 cores (estimated, not yet measured for every
+    family: see docs/families.md); `smoke`: seconds-to-minutes, for tests."""
+    p = PAPER[family]
+    if preset == "paper":
+        return RunConfig(family=family, preset=preset,
+                         sac=SACConfig(total_steps=p["sac_steps"]),
+                         bcq=BCQConfig(steps=p["bcq_steps"], dataset_size=p["dataset"]),
+                         ensemble=EnsembleConfig(std_threshold=p["threshold"]))
+    if preset == "cpu":
+        steps = min(p["sac_steps"], 100_000)
+        return RunConfig(
+            family=family, preset=preset,
+            sac=SACConfig(q_hidden=(256, 256), total_steps=steps, warmup_steps=min(10_000, steps // 10)),
+            bcq=BCQConfig(actor_hidden=(256, 256), critic_hidden=(256, 256), vae_hidden=(256, 256), steps=20_000,
+                          eval_every=5_000, eval_episodes=3, dataset_size=min(p["dataset"], steps)),
+            ensemble=EnsembleConfig(std_threshold=p["threshold"]),
+            distill=DistillConfig(encoder_hidden=(200, 200), q_hidden=(256,) * 3, g_hidden=(256,) * 3,
+                                  xi_hidden=(256,) * 3, steps=20_000, eval_every=5_000))
+    w = (32, 32)  # smoke
+    return RunConfig(
+        family=family, preset=preset,
+        sac=SACConfig(policy_hidden=w, q_hidden=w, batch_size=64, total_steps=2 * horizon, warmup_steps=horizon),
+        bcq=BCQConfig(actor_hidden=w, critic_hidden=w, vae_hidden=w, steps=40, eval_every=20, eval_episodes=1),
+        ensemble=EnsembleConfig(members=4, hidden=(32,), steps=40, std_threshold=p["threshold"]),
+        distill=DistillConfig(latent_dim=4, encoder_hidden=w, q_hidden=w, g_hidden=w, xi_hidden=w, steps=40,
+                              context_size=16, batch_size=32, eval_every=20),
+        eval=EvalConfig(episodes=3))
 
 
 def preset(family: str, name: str) -> RunConfig:
@@ -194,12 +243,12 @@ def preset(family: str, name: str) -> RunConfig:
 
     if name not in PRESETS:
         raise MbmlError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    get_family(family)  # validates the name
-    if family == "point-nav" and name != "paper":
-        return _toy(name)
-    if name == "paper":
-        return RunConfig(family=family, preset=name)
-    raise MbmlError(f"preset {name!r} is not defined yet for family {family!r}; use 'paper'")
+    fam = get_family(family)  # validates the name
+    if family == "point-nav":
+        return _toy(name) if name != "paper" else RunConfig(family=family, preset=name)
+    if name == "demo":
+        raise MbmlError(f"preset 'demo' is for point-nav; use smoke, cpu or paper for {family}")
+    return _mujoco(family, name, fam.horizon)
 
 
 def to_dict(cfg) -> dict:

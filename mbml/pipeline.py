@@ -40,7 +40,8 @@ from mbml.ensembles import relabel, relabel_stats, train_ensembles, true_rewards
 from mbml.errors import MbmlError
 from mbml.evaluate import evaluate_student, inference_diagnostic
 from mbml.families import Family, get_family
-from mbml.teachers import device_data, evaluate as evaluate_teachers, train_teachers
+from mbml.hostenv import collect_host, evaluate_student_host, mean_returns
+from mbml.teachers import device_data, evaluate_own_tasks, train_teachers
 
 STAGES = ("collect", "teachers", "ensembles", "distill", "evaluate", "report")
 Progress = Callable[[str, int, int], None]  # (label, done, total)
@@ -133,8 +134,9 @@ class Run:
         if (d / "data" / "meta.json").exists() and not force:
             return
         with self.timed(seed, "collect"):
-            ds = collect(self.family, self.cfg.sac, self.key(seed, "collect"), self.cfg.lift,
-                         ckpt=d / "ckpt" / "collect.msgpack", progress=self.bar(f"seed {seed} collect"))
+            fn = collect if self.family.jax_env is not None else collect_host
+            ds = fn(self.family, self.cfg.sac, self.key(seed, "collect"), self.cfg.lift,
+                    ckpt=d / "ckpt" / "collect.msgpack", progress=self.bar(f"seed {seed} collect"))
             ds.meta.update({"seed": seed, "family": self.family.name})
             D.save(ds, d / "data")
         (d / "ckpt" / "collect.msgpack").unlink(missing_ok=True)
@@ -208,6 +210,13 @@ class Run:
         with np.load(path, allow_pickle=False) as z:
             return {"accept": jnp.asarray(z["accept"]), "reward": jnp.asarray(z["mean"])}
 
+    def evaluate_student(self, params, tasks, key) -> dict:
+        """The evaluation protocol: jitted for pure-JAX families, host-stepped otherwise."""
+        fn = evaluate_student if self.family.jax_env is not None else evaluate_student_host
+        args = (self.family, self.cfg.distill, self.cfg.eval, self.cfg.bcq.phi, params)
+        tasks = jnp.asarray(tasks, jnp.float32) if self.family.jax_env is not None else np.asarray(tasks)
+        return {k: np.asarray(v) for k, v in jax.device_get(fn(*args, tasks, key)).items()}
+
     def student_template(self):
         return S.init(self.cfg.distill, jax.random.PRNGKey(0), self.family.obs_dim, self.family.act_dim)
 
@@ -219,7 +228,6 @@ class Run:
         teachers = self.load_teachers(seed)
         data = device_data(ds)
         lab = self.relabelling(seed, method, ds)
-        tests = jnp.asarray(self.family.test_tasks, jnp.float32)
         log_path = d / f"{method}.csv"
         ckpt = self.seed_dir(seed) / "ckpt" / f"distill_{method}.msgpack"
         if not ckpt.exists():
@@ -227,10 +235,8 @@ class Run:
         writer = _tensorboard(self.seed_dir(seed) / "logs" / method)
 
         def on_eval(params, step, metrics):
-            if self.family.jax_env is not None:
-                r = evaluate_student(self.family, self.cfg.distill, self.cfg.eval, self.cfg.bcq.phi, params, tests,
-                                     jax.random.fold_in(self.key(seed, "evaluate"), step))
-                metrics["test_score"] = float(r["score"].mean())
+            r = self.evaluate_student(params, self.family.test_tasks, jax.random.fold_in(self.key(seed, "evaluate"), step))
+            metrics["test_score"] = float(r["score"].mean())
             _append_csv(log_path, {"step": step, **metrics})
             if writer is not None:
                 for k, v in metrics.items():
@@ -256,16 +262,13 @@ class Run:
         path = self.seed_dir(seed) / "eval" / f"{method}.json"
         if path.exists() and not force:
             return
-        if self.family.jax_env is None:
-            raise MbmlError(f"evaluation of family {self.family.name} needs host-stepped rollouts, not implemented yet")
         params = self.load_student(seed, method)
         key = self.key(seed, "evaluate")
         out = {}
         with self.timed(seed, "evaluate"):
             for split, tasks in (("train", self.family.train_tasks), ("test", self.family.test_tasks)):
-                r = evaluate_student(self.family, self.cfg.distill, self.cfg.eval, self.cfg.bcq.phi, params,
-                                     jnp.asarray(tasks, jnp.float32), jax.random.fold_in(key, len(out)))
-                out[split] = {k: np.asarray(v).tolist() for k, v in jax.device_get(r).items()}
+                r = self.evaluate_student(params, tasks, jax.random.fold_in(key, len(out)))
+                out[split] = {k: v.tolist() for k, v in r.items()}
             if self.family.true_reward is not None:
                 ds = self.dataset(seed)
                 diag = inference_diagnostic(self.cfg.distill, 2 * self.cfg.distill.context_size, params.encoder,
@@ -279,16 +282,20 @@ class Run:
         path = self.seed_dir(seed) / "eval" / "references.json"
         if path.exists() and not force:
             return
-        if self.family.jax_env is None:
-            raise MbmlError(f"evaluation of family {self.family.name} needs host-stepped rollouts, not implemented yet")
         key = jax.random.fold_in(self.key(seed, "evaluate"), 1000)
+        fam = self.family
         with self.timed(seed, "evaluate"):
             teachers = self.load_teachers(seed)
-            tasks = jnp.asarray(self.family.train_tasks, jnp.float32)
-            own = evaluate_teachers(self.family, self.cfg.bcq, self.cfg.eval.episodes, teachers, tasks, key)
+            own = evaluate_own_tasks(fam, self.cfg.bcq, self.cfg.eval.episodes, teachers, fam.train_tasks, key)
             out = {"teachers": {"train": np.asarray(own).tolist()}}
-            for split, t in (("train", self.family.train_tasks), ("test", self.family.test_tasks)):
-                for name, v in rollout.reference_scores(self.family, t, jax.random.fold_in(key, len(out))).items():
+            for i, (split, t) in enumerate((("train", fam.train_tasks), ("test", fam.test_tasks))):
+                k = jax.random.fold_in(key, i + 1)
+                if fam.jax_env is not None:
+                    refs = rollout.reference_scores(fam, t, k)
+                else:  # a uniform random policy; MuJoCo families have no scripted oracle
+                    rand = lambda obs, kk: jax.random.uniform(kk, obs.shape[:1] + (fam.act_dim,), minval=-1, maxval=1)  # noqa: E731
+                    refs = {"random": mean_returns(fam, np.asarray(t), rand, k, self.cfg.eval.episodes)}
+                for name, v in refs.items():
                     out.setdefault(name, {})[split] = np.asarray(v).tolist()
             ds = self.dataset(seed)
             out["dataset_returns"] = episode_returns(ds).mean(0).tolist()

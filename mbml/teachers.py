@@ -59,6 +59,22 @@ def evaluate(family: Family, cfg: BCQConfig, episodes: int, teachers: bcq.Teache
     return jax.vmap(one)(teachers, tasks, jax.random.split(key, tasks.shape[0]))
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _act_batch(cfg: BCQConfig, act_dim: int, teachers: bcq.Teacher, obs, key):
+    keys = jax.random.split(key, obs.shape[0])
+    return jax.vmap(lambda t, o, k: bcq.act(cfg, act_dim, t, o, k))(teachers, obs, keys)
+
+
+def evaluate_own_tasks(family: Family, cfg: BCQConfig, episodes: int, teachers: bcq.Teacher, tasks, key):
+    """Mean return of teacher i on task i: jitted rollouts for pure-JAX families, host-stepped otherwise."""
+    if family.jax_env is not None:
+        return evaluate(family, cfg, episodes, teachers, jnp.asarray(tasks, jnp.float32), key)
+    from mbml.hostenv import mean_returns
+
+    return jnp.asarray(mean_returns(family, np.asarray(tasks), lambda obs, k: _act_batch(cfg, family.act_dim, teachers, obs, k),
+                                    key, episodes))
+
+
 def train_teachers(family: Family, cfg: BCQConfig, ds: Dataset, key, lift_mode: str = "vmap",
                    ckpt: Path | None = None, progress: Callable[[int, int], None] | None = None):
     """Train K teachers; return (best teachers stacked over tasks, eval curve [evals, K])."""
@@ -77,7 +93,7 @@ def train_teachers(family: Family, cfg: BCQConfig, ds: Dataset, key, lift_mode: 
 
     def after(c, done):
         i = -(-done // cfg.eval_every) - 1
-        score = evaluate(family, cfg, cfg.eval_episodes, c["teacher"], tasks, jax.random.fold_in(k_eval, done))
+        score = evaluate_own_tasks(family, cfg, cfg.eval_episodes, c["teacher"], tasks, jax.random.fold_in(k_eval, done))
         better = score > c["best_score"]
         best = jax.tree.map(lambda b, t: jnp.where(better.reshape((-1,) + (1,) * (t.ndim - 1)), t, b),
                             c["best"], c["teacher"])

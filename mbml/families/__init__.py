@@ -26,12 +26,17 @@ def get_family(name: str) -> Family:
     """The family called `name`; a one-line MbmlError for an unknown or not yet available one."""
     if name not in _REGISTRY:
         raise MbmlError(f"unknown family {name!r}; choose one of: {', '.join(FAMILIES)}")
-    module, attr = _REGISTRY[name].split(":")
-    try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise MbmlError(f"family {name!r} is not available in this installation ({e})") from None
-    return factory()
+    if name not in _CACHE:  # one object per family: families are static arguments of jitted code
+        module, attr = _REGISTRY[name].split(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise MbmlError(f"family {name!r} is not available in this installation ({e})") from None
+        _CACHE[name] = factory()
+    return _CACHE[name]
+
+
+_CACHE: dict[str, Family] = {}
 
 
 __all__ = ["FAMILIES", "Family", "JaxEnv", "get_family"]

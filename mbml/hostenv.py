@@ -1,0 +1,199 @@
+"""Host-stepped environments: for families without a pure-JAX environment (the MuJoCo ones).
+
+One gymnasium environment per task, stepped in lockstep on the host; policies and learners stay
+jitted and lifted over the task axis. Episode noise is seeded from the run seed, so one seed gives
+the same numbers whether or not a run was interrupted and resumed.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mbml import sac, student as S
+from mbml.config import DistillConfig, EvalConfig, SACConfig
+from mbml.data import Dataset
+from mbml.families import Family
+from mbml.nets import lift
+from mbml.train_loop import run_chunks
+
+
+class TaskEnvs:
+    """K environments, env i running task i."""
+
+    def __init__(self, family: Family, tasks: np.ndarray):
+        self.family = family
+        self.envs = [family.make_env(task=np.asarray(t, np.float64)) for t in tasks]
+
+    def __len__(self):
+        return len(self.envs)
+
+    def reset(self, seeds) -> np.ndarray:
+        return np.stack([env.reset(seed=int(s))[0] for env, s in zip(self.envs, seeds)]).astype(np.float32)
+
+    def reset_one(self, i: int, seed: int) -> np.ndarray:
+        return np.asarray(self.envs[i].reset(seed=int(seed))[0], np.float32)
+
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None):
+        """Step every (active) env; inactive ones return zeros. -> obs, rewards, terminals, extras."""
+        k = len(self.envs)
+        active = np.ones(k, bool) if active is None else active
+        obs = np.zeros((k, self.family.obs_dim), np.float32)
+        rew, term = np.zeros(k, np.float32), np.zeros(k, bool)
+        extras = {name: [None] * k for name in self.family.extras}
+        for i, env in enumerate(self.envs):
+            if not active[i]:
+                continue
+            o, r, t, _, info = env.step(actions[i])
+            obs[i], rew[i], term[i] = o, r, t
+            for name in self.family.extras:
+                extras[name][i] = np.asarray(info[name], np.float32)
+        for name, vals in extras.items():
+            shape = next((np.shape(v) for v in vals if v is not None), ())
+            extras[name] = np.stack([np.zeros(shape, np.float32) if v is None else v for v in vals])
+        return obs, rew, term, extras
+
+
+def _seeds(key, n: int) -> np.ndarray:
+    return np.asarray(jax.random.randint(key, (n,), 0, 2**31 - 1))
+
+
+# ------------------------------------------------------------------------------------- collection
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _act(cfg: SACConfig, act_dim: int, actors, obs, key):
+    keys = jax.random.split(key, obs.shape[0])
+    return jax.vmap(lambda p, o, k: sac.sample_action(cfg, p, o, k, act_dim)[0])(actors, obs, keys)
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _write(buf, t, item):
+    return jax.tree.map(lambda b, v: b.at[:, t].set(v), buf, item)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(3,))
+def _update(cfg: SACConfig, act_dim: int, lift_mode: str, states, buf, t, key):
+    def one(state, b, k):
+        k_idx, k_upd = jax.random.split(k)
+        idx = jax.random.randint(k_idx, (cfg.batch_size,), 0, t + 1)
+        batch = {"obs": b["observations"][idx], "actions": b["actions"][idx], "rewards": b["rewards"][idx],
+                 "next_obs": b["next_observations"][idx], "terminals": b["terminals"][idx].astype(jnp.float32)}
+        return sac.update(cfg, state, batch, k_upd, act_dim)[0]
+    return lift(one, lift_mode)(states, buf, jax.random.split(key, buf["rewards"].shape[0]))
+
+
+def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", chunk: int | None = None,
+                 ckpt: Path | None = None, progress: Callable[[int, int], None] | None = None) -> Dataset:
+    """SAC on every training task with host-stepped environments; the whole history is the dataset.
+
+    Episodes still running at a chunk boundary are cut there (stored as time-limit truncations), so
+    the data are the same whether or not the run was interrupted and resumed at a checkpoint.
+    """
+    tasks = np.asarray(family.train_tasks)
+    k, n, d, a, h = len(tasks), cfg.total_steps, family.obs_dim, family.act_dim, family.horizon
+    chunk = chunk or max(h, (10_000 // h) * h)
+    envs = TaskEnvs(family, tasks)
+    k_init, k_run = jax.random.split(key)
+    states = jax.vmap(lambda kk: sac.init(cfg, kk, d, a))(jax.random.split(k_init, k))
+    probe = envs.step(np.zeros((k, a), np.float32))[3]
+    buf = {"observations": jnp.zeros((k, n, d)), "actions": jnp.zeros((k, n, a)), "rewards": jnp.zeros((k, n)),
+           "next_observations": jnp.zeros((k, n, d)), "terminals": jnp.zeros((k, n), bool),
+           "timeouts": jnp.zeros((k, n), bool),
+           **{f"extra_{name}": jnp.zeros((k, n) + v.shape[1:]) for name, v in probe.items()}}
+    carry = {"sac": states, "buf": buf, "key": k_run}
+
+    def advance(c, done, steps):
+        rng = np.random.default_rng(_seeds(jax.random.fold_in(k_run, done), 1)[0])
+        obs = envs.reset(rng.integers(2**31 - 1, size=k))
+        ep = np.zeros(k, int)
+        states, b, key = c["sac"], c["buf"], c["key"]
+        for t in range(done, done + steps):
+            key, k_act, k_upd = jax.random.split(key, 3)
+            actions = np.asarray(_act(cfg, a, states.actor, jnp.asarray(obs), k_act))
+            nxt, rew, term, extras = envs.step(actions)
+            ep += 1
+            timeout = ((ep >= h) | (t == done + steps - 1)) & ~term
+            item = {"observations": obs, "actions": actions, "rewards": rew, "next_observations": nxt,
+                    "terminals": term, "timeouts": timeout, **{f"extra_{m}": v for m, v in extras.items()}}
+            b = _write(b, t, item)
+            if t >= cfg.warmup_steps:
+                states = _update(cfg, a, lift_mode, states, b, jnp.asarray(t), k_upd)
+            obs = nxt
+            for i in np.flatnonzero(term | timeout):
+                obs[i], ep[i] = envs.reset_one(i, rng.integers(2**31 - 1)), 0
+        return {"sac": states, "buf": b, "key": key}
+
+    carry = run_chunks(carry, n, chunk, advance, ckpt, progress)
+    out = {name: np.asarray(v) for name, v in jax.device_get(carry["buf"]).items()}
+    extras = {name[6:]: out.pop(name) for name in list(out) if name.startswith("extra_")}
+    return Dataset(**out, tasks=tasks, extras=extras, meta={"family": family.name, "source": "sac", "sac_steps": n})
+
+
+# ------------------------------------------------------------------------------------- evaluation
+
+def episodes(family: Family, envs: TaskEnvs, policy: Callable, key, seeds) -> tuple[np.ndarray, dict]:
+    """One episode per env with `policy(obs[K], key) -> actions[K]`; returns [K] returns and transitions [K, H]."""
+    k, h = len(envs), family.horizon
+    obs = envs.reset(seeds)
+    alive = np.ones(k, bool)
+    tr = {"obs": [], "actions": [], "rewards": [], "next_obs": [], "valid": []}
+    for _ in range(h):
+        key, sub = jax.random.split(key)
+        act = np.asarray(policy(jnp.asarray(obs), sub))
+        nxt, rew, term, _ = envs.step(act, alive)
+        for name, v in zip(tr, (obs, act, rew * alive, nxt, alive.copy())):
+            tr[name].append(v)
+        alive &= ~term
+        obs = np.where(alive[:, None], nxt, obs)
+        if not alive.any():
+            break
+    tr = {name: np.stack(v, 1) for name, v in tr.items()}
+    return tr["rewards"].sum(1), tr
+
+
+def mean_returns(family: Family, tasks: np.ndarray, policy: Callable, key, n: int) -> np.ndarray:
+    """Mean return of n episodes of `policy` on each task: [T]."""
+    envs = TaskEnvs(family, tasks)
+    out = []
+    for i in range(n):
+        k1, k2 = jax.random.split(jax.random.fold_in(key, i))
+        out.append(episodes(family, envs, policy, k1, _seeds(k2, len(tasks)))[0])
+    return np.mean(out, axis=0)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _student_act(cfg: DistillConfig, act_dim: int, phi: float, candidates: int, params, obs, z, key):
+    keys = jax.random.split(key, obs.shape[0])
+    return jax.vmap(lambda o, zz, k: S.act(cfg, act_dim, phi, candidates, params, o, zz, k))(obs, z, keys)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _posterior(cfg: DistillConfig, encoder, ctx, mask):
+    return S.posterior(*S.encode(cfg, encoder, ctx), mask)
+
+
+def evaluate_student_host(family: Family, cfg: DistillConfig, ev: EvalConfig, phi: float, params, tasks, key):
+    """The protocol of spec §6 with host-stepped environments (same outputs as evaluate_student)."""
+    tasks = np.asarray(tasks)
+    t = len(tasks)
+    envs = TaskEnvs(family, tasks)
+    mu, var = jnp.zeros((t, cfg.latent_dim)), jnp.ones((t, cfg.latent_dim))
+    ctxs, masks, returns, means = [], [], [], [mu]
+    for e in range(ev.episodes):
+        key, kz, kr, ks = jax.random.split(key, 4)
+        z = mu + jnp.sqrt(var) * jax.random.normal(kz, mu.shape)
+        pol = lambda obs, k, z=z: _student_act(cfg, family.act_dim, phi, ev.num_candidates, params, obs, z, k)  # noqa: E731
+        ret, tr = episodes(family, envs, pol, kr, _seeds(ks, t))
+        ctxs.append(np.asarray(S.context(*(jnp.asarray(tr[f]) for f in ("obs", "actions", "rewards", "next_obs")))))
+        masks.append(tr["valid"])
+        mu, var = _posterior(cfg, params.encoder, jnp.asarray(np.concatenate(ctxs, 1)),
+                             jnp.asarray(np.concatenate(masks, 1)))
+        returns.append(ret)
+        means.append(mu)
+    rets = np.stack(returns, 1)
+    return {"returns": rets, "score": rets[:, ev.score_from:].mean(1), "posterior_means": np.stack(means, 1)}

@@ -1,0 +1,148 @@
+"""Smoke test of every stage, resume after an interruption, and a regression test of the toy pipeline.
+
+The regression reference `tests/data/smoke_regression.json` was produced by
+`python tests/test_pipeline.py --update` on a 2-core CPU (same XLA flags as the tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+if __name__ == "__main__":  # same XLA flags as under pytest (tests/conftest.py), set before JAX starts
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mbml import io
+from mbml.cli import run_pipeline
+from mbml.config import preset
+from mbml.data import load
+from mbml.pipeline import Run
+
+REFERENCE = Path(__file__).parent / "data" / "smoke_regression.json"
+METHODS = ("full", "neither", "no_relabel", "no_triplet", "gt_relabel")
+
+
+def _smoke(out: Path) -> dict:
+    return run_pipeline(out, "point-nav", "smoke", seeds=(0,), methods=METHODS, quiet=True, workers=1)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    return out, _smoke(out)
+
+
+def test_every_stage_writes_its_outputs(smoke_run):
+    out, res = smoke_run
+    s = out / "seed_0"
+    ds = load(s / "data", min_tasks=2)
+    cfg = preset("point-nav", "smoke")
+    assert ds.observations.shape == (10, cfg.sac.total_steps, 2)
+    assert ds.timeouts.sum() == 10 * cfg.sac.total_steps // 20 and not ds.terminals.any()
+    teach = io.read_json(s / "teachers.json")
+    assert np.array(teach["eval_curve"]).shape == (4, 10)
+    rel = io.read_json(s / "relabel.json")
+    assert 0.0 < rel["accept_rate"] < 1.0 and rel["abs_error_accepted"] < rel["reward_std"]
+    for m in METHODS:
+        assert (s / "students" / f"{m}.msgpack").exists()
+        ev = io.read_json(s / "eval" / f"{m}.json")
+        assert np.array(ev["test"]["returns"]).shape == (8, 5)
+        assert np.array(ev["test"]["posterior_means"]).shape == (8, 6, cfg.distill.latent_dim)
+        assert 0.0 <= ev["diagnostic"]["reads_rewards"] + ev["diagnostic"]["reads_states"] <= 1.0
+        evals = -(-cfg.distill.steps // cfg.distill.eval_every)
+        assert len((s / "students" / f"{m}.csv").read_text().splitlines()) == 1 + evals  # header + evaluations
+    for f in ("results.json", "report.md", "config.json", "run.json"):
+        assert (out / f).exists()
+    for f in ("datasets", "scores", "curves", "posteriors", "diagnostic"):
+        assert (out / "figures" / f"{f}.png").stat().st_size > 10_000
+    assert not any((s / "ckpt").iterdir())  # checkpoints removed once stages finish
+
+
+def test_results_json_contract(smoke_run):
+    out, res = smoke_run
+    assert res == json.loads((out / "results.json").read_text())
+    assert {"family", "preset", "seeds", "config", "methods", "references", "relabel", "timings", "peak_rss_mb",
+            "versions"} <= set(res)
+    for m in METHODS:
+        for split in ("test", "train"):
+            v = res["methods"][m][split]
+            assert {"mean", "ci95", "per_seed", "per_task"} <= set(v)
+            assert v["ci95"][0] <= v["mean"] <= v["ci95"][1]
+            assert len(v["per_task"]) == (8 if split == "test" else 10)
+    refs = res["references"]
+    assert refs["oracle"]["test"]["mean"] > refs["random"]["test"]["mean"]
+    assert len(refs["teachers"]["train"]["per_task"]) == 10
+    assert {"accept_rate", "abs_error_accepted"} <= set(res["relabel"])
+    assert {"collect", "teachers", "ensembles", "distill_full", "evaluate"} <= set(res["timings"])
+
+
+def test_rerun_skips_finished_stages(smoke_run):
+    out, _ = smoke_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.msgpack")}
+    _smoke(out)
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*.msgpack")}
+
+
+class Stop(Exception):
+    pass
+
+
+def test_interrupted_distillation_resumes_to_the_same_student(smoke_run, tmp_path):
+    """Kill distillation after its first chunk; running again continues from the checkpoint and ends
+    with exactly the student an uninterrupted run gives."""
+    done, _ = smoke_run
+    out = tmp_path / "run"
+    (out / "seed_0").mkdir(parents=True)
+    for f in ("data", "teachers.json", "teachers.msgpack", "relabel.json", "relabel.npz", "ensembles.msgpack"):
+        src = done / "seed_0" / f
+        dst = out / "seed_0" / f
+        if src.is_dir():
+            import shutil
+            shutil.copytree(src, dst)
+        else:
+            dst.write_bytes(src.read_bytes())
+
+    def stop_after_first_chunk(label, d, total):
+        if 0 < d < total:
+            raise Stop
+
+    cfg = preset("point-nav", "smoke")
+    with pytest.raises(Stop):
+        Run.open(out, cfg, stop_after_first_chunk).distill(0, "full")
+    assert (out / "seed_0" / "ckpt" / "distill_full.msgpack").exists()
+    assert not (out / "seed_0" / "students" / "full.msgpack").exists()
+    Run.open(out, cfg).distill(0, "full")
+    assert ((out / "seed_0" / "students" / "full.msgpack").read_bytes()
+            == (done / "seed_0" / "students" / "full.msgpack").read_bytes())
+
+
+def _summary(res: dict) -> dict:
+    return {m: {"test": v["test"]["mean"], "train": v["train"]["mean"]} for m, v in res["methods"].items()} | {
+        "teachers": res["references"]["teachers"]["train"]["mean"], "accept_rate": res["relabel"]["accept_rate"]}
+
+
+def test_regression_against_committed_result(smoke_run):
+    """Same seed, same machine type: the smoke pipeline's scores match the committed ones."""
+    _, res = smoke_run
+    ref = json.loads(REFERENCE.read_text())
+    got = _summary(res)
+    assert got.keys() == ref.keys()
+    for k, v in ref.items():
+        if isinstance(v, dict):
+            for split in v:
+                assert abs(got[k][split] - v[split]) < 1.0, (k, split, got[k][split], v[split])
+        else:
+            assert abs(got[k] - v) < 0.05 * max(1.0, abs(v)), (k, got[k], v)
+
+
+if __name__ == "__main__" and "--update" in sys.argv:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        io.write_json(REFERENCE, _summary(_smoke(Path(d) / "run")))
+    print(REFERENCE.read_text())
