@@ -109,6 +109,8 @@ class DistillConfig:
     """Distilled perturbation xi(s, a, z)."""
     lr: float = 3e-4
     """Adam learning rate (encoder, Q, G and xi each have their own Adam moments)."""
+    lr_decay: bool = False
+    """Cosine-decay the learning rate to a tenth over `steps` (the authors keep it constant)."""
     steps: int = 100_000
     """Gradient steps."""
     context_size: int = 64
@@ -173,14 +175,12 @@ def _toy(preset: str) -> RunConfig:
     net = dict(actor_hidden=(w, w), critic_hidden=(w, w), vae_hidden=(w, w))
     student = dict(latent_dim=6, encoder_hidden=(32, 32), q_hidden=(64, 64), g_hidden=(64, 64),
                    xi_hidden=(64, 64), lr=3e-3, q_target_scale=10.0)
-    if preset in ("smoke", "demo"):  # short budgets: smaller batches and a larger step size
+    if preset in ("smoke", "demo"):  # short budgets: smaller batches
         student.update(context_size=32, batch_size=64)
-    else:
-        student.update(lr=1e-3)
     budgets = {  # (sac steps, bcq steps, ensemble steps, distill steps)
         "smoke": (600, 200, 200, 200),
-        "demo": (4000, 2000, 1500, 4000),
-        "cpu": (4000, 10000, 4000, 20000),
+        "demo": (4000, 2000, 1000, 8000),
+        "cpu": (4000, 10000, 4000, 16000),
     }
     sac_steps, bcq_steps, ens_steps, distill_steps = budgets[preset]
     return RunConfig(
@@ -188,7 +188,7 @@ def _toy(preset: str) -> RunConfig:
         sac=SACConfig(**small, lr=1e-3, gamma=0.9, batch_size=128, warmup_steps=min(200, sac_steps // 3),
                       total_steps=sac_steps),
         bcq=BCQConfig(**net, lr=1e-3, gamma=0.9, steps=bcq_steps, eval_every=max(bcq_steps // 4, 1)),
-        ensemble=EnsembleConfig(members=10, hidden=(128,), lr=1e-3, steps=ens_steps),
+        ensemble=EnsembleConfig(members=8 if preset == "demo" else 10, hidden=(128,), lr=1e-3, steps=ens_steps),
         distill=DistillConfig(**student, steps=distill_steps, eval_every=max(distill_steps // 5, 1)),
     )
 

@@ -144,10 +144,16 @@ def loss_fn(cfg: DistillConfig, bcq_cfg: BCQConfig, method: Method, act_dim: int
     return total, metrics
 
 
+def optimizer(cfg: DistillConfig):
+    """One Adam over (encoder, Q, G, xi) = four Adams: the moments are per parameter."""
+    lr = optax.cosine_decay_schedule(cfg.lr, cfg.steps, alpha=0.1) if cfg.lr_decay else cfg.lr
+    return optax.adam(lr)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4), donate_argnums=(5,))
 def _chunk(cfg: DistillConfig, bcq_cfg: BCQConfig, method: Method, act_dim: int, length: int, carry,
            data, lab, teachers, qnorm):
-    opt = optax.adam(cfg.lr)  # one Adam over (encoder, Q, G, xi) = four Adams: moments are per parameter
+    opt = optimizer(cfg)
 
     def step(c, key):
         params, opt_state = c
@@ -183,7 +189,7 @@ def distill(cfg: DistillConfig, bcq_cfg: BCQConfig, method_name: str, act_dim: i
         qnorm = q_normalizer(bcq_cfg, act_dim, teachers, data) * jnp.array([1.0, 1.0 / cfg.q_target_scale])
     metrics0 = jax.eval_shape(lambda: loss_fn(cfg, bcq_cfg, method, act_dim, params, data, lab, teachers, qnorm,
                                               k_run)[1])
-    carry = {"params": params, "opt": optax.adam(cfg.lr).init(params), "key": k_run, "qnorm": jnp.copy(qnorm),
+    carry = {"params": params, "opt": optimizer(cfg).init(params), "key": k_run, "qnorm": jnp.copy(qnorm),
              "metrics": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics0)}
 
     def advance(c, done, n):

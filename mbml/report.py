@@ -113,3 +113,10 @@ def write_report(run: Run, seeds, methods) -> dict:
     md += [f"![{name}](figures/{p.name})" for name, p in figs.items()]
     io.atomic_write_bytes(run.out / "report.md", ("\n".join(md) + "\n").encode())
     return res
+
+
+if __name__ == "__main__":  # python -m mbml.report RUN_FOLDER: print the results table as Markdown
+    import sys
+
+    res = io.read_json(Path(sys.argv[1]) / "results.json")
+    print(markdown_table(res))
