@@ -65,7 +65,7 @@ def test_every_stage_writes_its_outputs(smoke_run):
 
 def test_results_json_contract(smoke_run):
     out, res = smoke_run
-    assert res == json.loads((out / "results.json").read_text())
+    assert json.loads(json.dumps(res)) == json.loads((out / "results.json").read_text())
     assert {"family", "preset", "seeds", "config", "methods", "references", "relabel", "timings", "peak_rss_mb",
             "versions"} <= set(res)
     for m in METHODS:
@@ -135,7 +135,7 @@ def test_regression_against_committed_result(smoke_run):
     for k, v in ref.items():
         if isinstance(v, dict):
             for split in v:
-                assert abs(got[k][split] - v[split]) < 1.0, (k, split, got[k][split], v[split])
+                assert abs(got[k][split] - v[split]) < 0.5, (k, split, got[k][split], v[split])
         else:
             assert abs(got[k] - v) < 0.05 * max(1.0, abs(v)), (k, got[k], v)
 
