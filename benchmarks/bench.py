@@ -16,11 +16,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from mbml import bcq, rollout, student as S
 from mbml.config import preset
-from mbml.distill import METHODS, _chunk as distill_chunk, loss_fn
+from mbml.distill import METHODS, _chunk as distill_chunk, loss_fn, optimizer
 from mbml.families import get_family
 from mbml.teachers import _chunk as teacher_chunk, sample
 
@@ -106,7 +105,7 @@ def main():
     for m in ("full", "neither", "no_relabel"):
         p = S.init(dc, jax.random.PRNGKey(5), d, a)
         met = jax.eval_shape(lambda: loss_fn(dc, cfg.bcq, METHODS[m], a, p, data, lab, teachers, qn, jax.random.PRNGKey(0))[1])
-        carry = {"params": p, "opt": optax.adam(dc.lr).init(p), "key": jax.random.PRNGKey(6),
+        carry = {"params": p, "opt": optimizer(dc).init(p), "key": jax.random.PRNGKey(6),
                  "metrics": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), met)}
         fresh_c = lambda carry=carry: jax.tree.map(jnp.copy, carry)  # noqa: E731
         t = timed(lambda: distill_chunk(dc, cfg.bcq, METHODS[m], a, args.steps, fresh_c(), data, lab, teachers, qn))

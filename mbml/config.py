@@ -183,7 +183,7 @@ def _toy(preset: str) -> RunConfig:
     budgets = {  # (sac steps, bcq steps, ensemble steps, distill steps)
         "smoke": (600, 200, 200, 200),
         "demo": (4000, 2000, 1000, 8000),
-        "cpu": (4000, 10000, 4000, 16000),
+        "cpu": (4000, 6000, 4000, 12000),
     }
     sac_steps, bcq_steps, ens_steps, distill_steps = budgets[preset]
     return RunConfig(

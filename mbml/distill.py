@@ -178,8 +178,13 @@ def q_normalizer(bcq_cfg: BCQConfig, act_dim: int, teachers, data):
 
 def distill(cfg: DistillConfig, bcq_cfg: BCQConfig, method_name: str, act_dim: int, data: dict, lab: dict | None,
             teachers, key, ckpt: Path | None = None, progress: Callable[[int, int], None] | None = None,
-            on_eval: Callable[[S.Student, int, dict], None] | None = None):
-    """Train the student; `on_eval(params, step, metrics)` is called every `cfg.eval_every` steps."""
+            on_eval: Callable[[S.Student, int, dict], float | None] | None = None):
+    """Train the student; returns (student, Q-target normaliser).
+
+    `on_eval(params, step, metrics)` is called every `cfg.eval_every` steps; if it returns a number
+    (the protocol's score on the *training* tasks) the best-scoring student is returned, as the
+    teachers are chosen by their online score on their own tasks (spec §3); else the last one.
+    """
     method = METHODS[method_name]
     obs_dim = data["obs"].shape[-1]
     k_init, k_run = jax.random.split(key)
@@ -190,15 +195,20 @@ def distill(cfg: DistillConfig, bcq_cfg: BCQConfig, method_name: str, act_dim: i
     metrics0 = jax.eval_shape(lambda: loss_fn(cfg, bcq_cfg, method, act_dim, params, data, lab, teachers, qnorm,
                                               k_run)[1])
     carry = {"params": params, "opt": optimizer(cfg).init(params), "key": k_run, "qnorm": jnp.copy(qnorm),
-             "metrics": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics0)}
+             "metrics": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics0),
+             "best": jax.tree.map(jnp.copy, params), "best_score": jnp.array(-jnp.inf)}
 
     def advance(c, done, n):
         return _chunk(cfg, bcq_cfg, method, act_dim, n, c, data, lab, teachers, qnorm)
 
     def after(c, done):
-        if on_eval is not None:
-            on_eval(c["params"], done, {k: float(v) for k, v in jax.device_get(c["metrics"]).items()})
+        if on_eval is None:
+            return c
+        score = on_eval(c["params"], done, {k: float(v) for k, v in jax.device_get(c["metrics"]).items()})
+        if score is not None and score > float(c["best_score"]):
+            c = {**c, "best": jax.tree.map(jnp.copy, c["params"]), "best_score": jnp.asarray(score)}
         return c
 
     carry = run_chunks(carry, cfg.steps, cfg.eval_every, advance, ckpt, progress, after)
-    return carry["params"], np.asarray(carry["qnorm"])
+    chosen = carry["best"] if bool(jnp.isfinite(carry["best_score"])) else carry["params"]
+    return chosen, np.asarray(carry["qnorm"])

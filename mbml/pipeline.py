@@ -235,12 +235,16 @@ class Run:
         writer = _tensorboard(self.seed_dir(seed) / "logs" / method)
 
         def on_eval(params, step, metrics):
-            r = self.evaluate_student(params, self.family.test_tasks, jax.random.fold_in(self.key(seed, "evaluate"), step))
-            metrics["test_score"] = float(r["score"].mean())
+            key = jax.random.fold_in(self.key(seed, "distill"), step)
+            train = self.evaluate_student(params, self.family.train_tasks, key)
+            test = self.evaluate_student(params, self.family.test_tasks, jax.random.fold_in(key, 1))
+            metrics["train_score"] = float(train["score"].mean())  # selects the checkpoint (training tasks only)
+            metrics["test_score"] = float(test["score"].mean())  # reported, never used for selection
             _append_csv(log_path, {"step": step, **metrics})
             if writer is not None:
                 for k, v in metrics.items():
                     writer.add_scalar(f"distill/{k}", v, step)
+            return metrics["train_score"]
 
         with self.timed(seed, f"distill_{method}"):
             params, qnorm = distill(self.cfg.distill, self.cfg.bcq, method, self.family.act_dim, data, lab, teachers,
