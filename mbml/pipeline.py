@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import platform
 import resource
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -304,14 +303,6 @@ class Run:
             ds = self.dataset(seed)
             out["dataset_returns"] = episode_returns(ds).mean(0).tolist()
             io.write_json(path, out)
-
-    def clear(self, seed: int, stage: str) -> None:
-        """Remove a stage's outputs (for --force)."""
-        d = self.seed_dir(seed)
-        targets = {"collect": [d / "data"], "teachers": [d / "teachers.json"], "ensembles": [d / "relabel.json"],
-                   "distill": [d / "students"], "evaluate": [d / "eval"]}[stage]
-        for t in targets:
-            shutil.rmtree(t, ignore_errors=True) if t.is_dir() else t.unlink(missing_ok=True)
 
 
 def peak_rss_mb() -> float:
