@@ -94,6 +94,55 @@ STAGE_DOCS = {
 STAGE_CMDS = {s: _stage_cmd(s, d) for s, d in STAGE_DOCS.items()}
 
 
+@dataclass(frozen=True)
+class ExportMinari:
+    """Export a multi-task dataset to Minari: one Minari dataset PREFIX/taskII-v0 per task (see README)."""
+
+    out: Path
+    """Run folder (its seed_SEED/data is exported) or a dataset folder."""
+    prefix: str
+    """Minari namespace for the datasets, e.g. mbml/point-nav-seed0."""
+    seed: int = 0
+    """Seed whose dataset is exported when --out is a run folder."""
+    root: Path | None = None
+    """Minari datasets folder (default: $MINARI_DATASETS_PATH, else ~/.minari/datasets)."""
+    force: bool = False
+    """Replace Minari datasets that already have these ids."""
+
+
+@dataclass(frozen=True)
+class ImportMinari:
+    """Import Minari datasets, one per task, as a multi-task dataset folder."""
+
+    ids: tuple[str, ...]
+    """Minari dataset ids, in task order (at least 2), e.g. mbml/point-nav-seed0/task{00..19}-v0."""
+    out: Path
+    """Dataset folder to write, e.g. RUN/seed_0/data to use it in a run folder."""
+    root: Path | None = None
+    """Minari datasets folder (default: $MINARI_DATASETS_PATH, else ~/.minari/datasets)."""
+    force: bool = False
+    """Replace --out if it exists."""
+
+
+def _dataset_dir(out: Path, seed: int) -> Path:
+    """`out` itself if it is a dataset folder, else the run folder's seed_SEED/data."""
+    for path in (out, out / f"seed_{seed}" / "data"):
+        if (path / "meta.json").exists():
+            return path
+    raise MbmlError(f"{out} holds no mbml dataset (no {out}/meta.json, no {out}/seed_{seed}/data/meta.json)")
+
+
+def _minari_cmd(cmd) -> None:
+    from mbml import minari_io
+
+    if isinstance(cmd, ExportMinari):
+        for dataset_id in minari_io.export_minari(_dataset_dir(cmd.out, cmd.seed), cmd.prefix, cmd.root, cmd.force):
+            print(dataset_id)
+    else:
+        ds = minari_io.import_minari(list(cmd.ids), cmd.out, cmd.root, cmd.force)
+        print(f"wrote {cmd.out} ({ds.num_tasks} tasks, {ds.num_transitions} transitions each)", file=sys.stderr)
+
+
 class _Bars:
     """rich progress bars, one per (seed, stage) label."""
 
@@ -241,7 +290,9 @@ def _summary(res: dict, out: Path) -> None:
 
 
 def _execute(cmd) -> None:
-    if isinstance(cmd, Demo):
+    if isinstance(cmd, (ExportMinari, ImportMinari)):
+        _minari_cmd(cmd)
+    elif isinstance(cmd, Demo):
         res = run_pipeline(cmd.out, "point-nav", cmd.preset, cmd.seeds, cmd.methods, cmd.force, cmd.quiet,
                            workers=cmd.workers)
         _summary(res, cmd.out)
@@ -277,7 +328,8 @@ def _execute(cmd) -> None:
 def main(argv: list[str] | None = None) -> None:
     import tyro
 
-    commands = {"demo": Demo, "run": RunCmd, **STAGE_CMDS}
+    commands = {"demo": Demo, "run": RunCmd, **STAGE_CMDS, "export-minari": ExportMinari,
+                "import-minari": ImportMinari}
     cmd = tyro.extras.subcommand_cli_from_dict(
         commands, args=argv, prog="mbml",
         description="mbml: multi-task batch RL with metric learning (Li et al., NeurIPS 2020).")

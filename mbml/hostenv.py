@@ -3,11 +3,19 @@
 One gymnasium environment per task, stepped in lockstep on the host; policies and learners stay
 jitted and lifted over the task axis. Episode noise is seeded from the run seed, so one seed gives
 the same numbers whether or not a run was interrupted and resumed.
+
+`TaskEnvs(..., threads=N)` steps the K environments on N threads (MuJoCo's `mj_step` releases the
+GIL); results are bit-identical to sequential stepping. The default is sequential (1), or the
+`MBML_ENV_THREADS` environment variable: on the 2-core development machine `benchmarks/envs.py`
+measured no reliable gain from threads (the Python half of each env step still holds the GIL;
+physics-heavy humanoid-dir is the best case for trying more on a machine with free cores).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -18,23 +26,91 @@ import numpy as np
 from mbml import sac, student as S
 from mbml.config import DistillConfig, EvalConfig, SACConfig
 from mbml.data import Dataset
+from mbml.errors import MbmlError
 from mbml.families import Family
 from mbml.nets import lift
 from mbml.train_loop import run_chunks
 
 
-class TaskEnvs:
-    """K environments, env i running task i."""
+def default_threads() -> int:
+    """Threads `TaskEnvs` steps its envs on when not told: `MBML_ENV_THREADS`, else 1 (sequential)."""
+    value = os.environ.get("MBML_ENV_THREADS", "1")
+    try:
+        n = int(value)
+    except ValueError:
+        raise MbmlError(f"MBML_ENV_THREADS must be a positive integer, got {value!r}") from None
+    if n < 1:
+        raise MbmlError(f"MBML_ENV_THREADS must be a positive integer, got {value!r}")
+    return n
 
-    def __init__(self, family: Family, tasks: np.ndarray):
+
+class TaskEnvs:
+    """K environments, env i running task i.
+
+    With `threads` > 1 the envs are split into that many contiguous groups, stepped concurrently
+    (the calling thread takes the first group). Each env owns its model, data and RNG and every
+    result is written to its env's slot, so the outcome never depends on thread timing.
+    """
+
+    def __init__(self, family: Family, tasks: np.ndarray, threads: int | None = None):
         self.family = family
         self.envs = [family.make_env(task=np.asarray(t, np.float64)) for t in tasks]
+        n = default_threads() if threads is None else int(threads)
+        if n < 1:
+            raise MbmlError(f"threads must be a positive integer, got {threads!r}")
+        self.threads = max(1, min(n, len(self.envs)))
+        self._groups = [g.tolist() for g in np.array_split(np.arange(len(self.envs)), self.threads)]
+        self._pool = (ThreadPoolExecutor(self.threads - 1, thread_name_prefix="mbml-env")
+                      if self.threads > 1 else None)
 
     def __len__(self):
         return len(self.envs)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker threads (if any) and close the envs."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        for env in self.envs:
+            env.close()
+
+    def _for_each(self, fn: Callable[[int], None], which=None) -> None:
+        """fn(i) for every env index i (in `which` if given), on the thread groups."""
+        keep = None if which is None else set(int(i) for i in which)
+        groups = self._groups if keep is None else [[i for i in g if i in keep] for g in self._groups]
+
+        def run(group):
+            for i in group:
+                fn(i)
+
+        if self._pool is None:
+            for g in groups:
+                run(g)
+            return
+        futures = [self._pool.submit(run, g) for g in groups[1:] if g]
+        try:
+            run(groups[0])
+        finally:  # wait for every group, even after an error, before anyone touches the envs again
+            for f in futures:
+                f.exception()
+        for f in futures:
+            f.result()
+
     def reset(self, seeds) -> np.ndarray:
-        return np.stack([env.reset(seed=int(s))[0] for env, s in zip(self.envs, seeds)]).astype(np.float32)
+        seeds = [int(s) for s in seeds]
+        out: list = [None] * len(self.envs)
+
+        def one(i):
+            out[i] = self.envs[i].reset(seed=seeds[i])[0]
+
+        self._for_each(one)
+        return np.stack(out).astype(np.float32)
 
     def reset_one(self, i: int, seed: int) -> np.ndarray:
         return np.asarray(self.envs[i].reset(seed=int(seed))[0], np.float32)
@@ -42,17 +118,18 @@ class TaskEnvs:
     def step(self, actions: np.ndarray, active: np.ndarray | None = None):
         """Step every (active) env; inactive ones return zeros. -> obs, rewards, terminals, extras."""
         k = len(self.envs)
-        active = np.ones(k, bool) if active is None else active
+        active = np.ones(k, bool) if active is None else np.asarray(active, bool)
         obs = np.zeros((k, self.family.obs_dim), np.float32)
         rew, term = np.zeros(k, np.float32), np.zeros(k, bool)
         extras = {name: [None] * k for name in self.family.extras}
-        for i, env in enumerate(self.envs):
-            if not active[i]:
-                continue
-            o, r, t, _, info = env.step(actions[i])
+
+        def one(i):
+            o, r, t, _, info = self.envs[i].step(actions[i])
             obs[i], rew[i], term[i] = o, r, t
             for name in self.family.extras:
                 extras[name][i] = np.asarray(info[name], np.float32)
+
+        self._for_each(one, np.flatnonzero(active) if not active.all() else None)
         for name, vals in extras.items():
             shape = next((np.shape(v) for v in vals if v is not None), ())
             extras[name] = np.stack([np.zeros(shape, np.float32) if v is None else v for v in vals])
@@ -88,16 +165,18 @@ def _update(cfg: SACConfig, act_dim: int, lift_mode: str, states, buf, t, key):
 
 
 def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", chunk: int | None = None,
-                 ckpt: Path | None = None, progress: Callable[[int, int], None] | None = None) -> Dataset:
+                 ckpt: Path | None = None, progress: Callable[[int, int], None] | None = None,
+                 threads: int | None = None) -> Dataset:
     """SAC on every training task with host-stepped environments; the whole history is the dataset.
 
     Episodes still running at a chunk boundary are cut there (stored as time-limit truncations), so
     the data are the same whether or not the run was interrupted and resumed at a checkpoint.
+    `threads`: see `TaskEnvs` (the data do not depend on it).
     """
     tasks = np.asarray(family.train_tasks)
     k, n, d, a, h = len(tasks), cfg.total_steps, family.obs_dim, family.act_dim, family.horizon
     chunk = chunk or max(h, (10_000 // h) * h)
-    envs = TaskEnvs(family, tasks)
+    envs = TaskEnvs(family, tasks, threads)
     k_init, k_run = jax.random.split(key)
     states = jax.vmap(lambda kk: sac.init(cfg, kk, d, a))(jax.random.split(k_init, k))
     probe = envs.step(np.zeros((k, a), np.float32))[3]
@@ -123,12 +202,17 @@ def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", c
             b = _write(b, t, item)
             if t >= cfg.warmup_steps:
                 states = _update(cfg, a, lift_mode, states, b, jnp.asarray(t), k_upd)
-            obs = nxt
+            # A copy: `item` may still be read by the asynchronously dispatched `_write` (JAX can
+            # alias host numpy buffers on CPU), so the resets below must not write into `nxt`.
+            obs = nxt.copy()
             for i in np.flatnonzero(term | timeout):
                 obs[i], ep[i] = envs.reset_one(i, rng.integers(2**31 - 1)), 0
         return {"sac": states, "buf": b, "key": key}
 
-    carry = run_chunks(carry, n, chunk, advance, ckpt, progress)
+    try:
+        carry = run_chunks(carry, n, chunk, advance, ckpt, progress)
+    finally:
+        envs.close()
     out = {name: np.asarray(v) for name, v in jax.device_get(carry["buf"]).items()}
     extras = {name[6:]: out.pop(name) for name in list(out) if name.startswith("extra_")}
     return Dataset(**out, tasks=tasks, extras=extras, meta={"family": family.name, "source": "sac", "sac_steps": n})
@@ -156,13 +240,14 @@ def episodes(family: Family, envs: TaskEnvs, policy: Callable, key, seeds) -> tu
     return tr["rewards"].sum(1), tr
 
 
-def mean_returns(family: Family, tasks: np.ndarray, policy: Callable, key, n: int) -> np.ndarray:
+def mean_returns(family: Family, tasks: np.ndarray, policy: Callable, key, n: int,
+                 threads: int | None = None) -> np.ndarray:
     """Mean return of n episodes of `policy` on each task: [T]."""
-    envs = TaskEnvs(family, tasks)
     out = []
-    for i in range(n):
-        k1, k2 = jax.random.split(jax.random.fold_in(key, i))
-        out.append(episodes(family, envs, policy, k1, _seeds(k2, len(tasks)))[0])
+    with TaskEnvs(family, tasks, threads) as envs:
+        for i in range(n):
+            k1, k2 = jax.random.split(jax.random.fold_in(key, i))
+            out.append(episodes(family, envs, policy, k1, _seeds(k2, len(tasks)))[0])
     return np.mean(out, axis=0)
 
 
@@ -177,11 +262,16 @@ def _posterior(cfg: DistillConfig, encoder, ctx, mask):
     return S.posterior(*S.encode(cfg, encoder, ctx), mask)
 
 
-def evaluate_student_host(family: Family, cfg: DistillConfig, ev: EvalConfig, phi: float, params, tasks, key):
+def evaluate_student_host(family: Family, cfg: DistillConfig, ev: EvalConfig, phi: float, params, tasks, key,
+                          threads: int | None = None):
     """The protocol of spec §6 with host-stepped environments (same outputs as evaluate_student)."""
     tasks = np.asarray(tasks)
+    with TaskEnvs(family, tasks, threads) as envs:
+        return _evaluate_student_host(family, cfg, ev, phi, params, tasks, key, envs)
+
+
+def _evaluate_student_host(family, cfg, ev, phi, params, tasks, key, envs):
     t = len(tasks)
-    envs = TaskEnvs(family, tasks)
     mu, var = jnp.zeros((t, cfg.latent_dim)), jnp.ones((t, cfg.latent_dim))
     ctxs, masks, returns, means = [], [], [], [mu]
     for e in range(ev.episodes):

@@ -1,0 +1,287 @@
+"""Minari import and export of multi-task datasets (`pip install mbml[minari]`).
+
+Layout: one Minari dataset per task, with ids `PREFIX/taskII-v0` (II = the task index, two digits
+or more), so PREFIX is a Minari namespace holding the K tasks. Each dataset has
+
+* observation space `Box(-inf, inf, (obs,), float32)`, action space `Box(-1, 1, (act,), float32)`;
+* episodes cut at mbml's episode ends (`terminals | timeouts`), with `terminations` = terminals and
+  `truncations` = timeouts. An episode's `observations` hold T+1 states: s_0..s_{T-1} and the last
+  next state, so `observations[1:]` are the transitions' next states. Where a stored next state is
+  not the following transition's state (bit for bit) the episode is cut there too, and that piece,
+  like an unfinished last episode, ends with neither flag set;
+* per-step extras (`extra_NAME` in mbml) as `infos[NAME]`, T+1 rows in Minari's convention (row
+  t+1 belongs to step t; row 0, the reset, is NaN);
+* `metadata["mbml"]`: {"format", "version", "family", "task_index", "num_tasks", "task" (the task
+  parameters, a list of floats), "extras" (the names in infos), "meta" (mbml's free-form meta)}.
+
+Import reads datasets in the order given (task i = the i-th id); only `metadata["mbml"]["task"]` is
+required besides the standard episode fields, so datasets from elsewhere import too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from mbml import data as D
+from mbml.errors import MbmlError
+from mbml.io import replace_dir
+
+_FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
+_LOAD_ERRORS = (ValueError, KeyError, OSError, AssertionError, TypeError, ImportError)
+
+
+def _minari():
+    """The minari module, or a one-line MbmlError saying how to install it."""
+    try:
+        import h5py  # noqa: F401  (Minari's default storage; its absence only shows when writing)
+        import minari
+    except ImportError as e:
+        raise MbmlError(f"Minari is not installed ({e}); pip install 'mbml[minari]'") from None
+    return minari
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+@contextlib.contextmanager
+def _root(root: Path | None):
+    """Point Minari at `root` (MINARI_DATASETS_PATH) for the block; yields the resolved root folder."""
+    from minari.storage.datasets_root_dir import get_dataset_path
+
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    if root is not None:
+        os.environ["MINARI_DATASETS_PATH"] = str(Path(root).absolute())
+    try:
+        yield Path(get_dataset_path())
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def export_ids(prefix: str, num_tasks: int) -> list[str]:
+    """The Minari ids of a K-task export under `prefix`, checked against Minari's id syntax."""
+    from minari.dataset.minari_dataset import parse_dataset_id
+
+    width = max(2, len(str(num_tasks - 1)))
+    ids = [f"{prefix}/task{i:0{width}d}-v0" for i in range(num_tasks)]
+    try:
+        parse_dataset_id(ids[0])
+    except ValueError:
+        raise MbmlError(f"prefix {prefix!r} is not a Minari namespace (letters, digits, -, _ and /)") from None
+    return ids
+
+
+# ----------------------------------------------------------------------------------------- export
+
+
+def _pieces(ds: D.Dataset, task: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of task `task`'s Minari episodes: cut at episode ends and broken chains."""
+    obs, nxt = np.asarray(ds.observations[task]), np.asarray(ds.next_observations[task])
+    broken = (obs[1:].view(np.uint32) != nxt[:-1].view(np.uint32)).any(-1)
+    cut = np.array(ds.terminals[task] | ds.timeouts[task], bool)
+    cut[:-1] |= broken
+    cut[-1] = True
+    stops = np.flatnonzero(cut) + 1
+    return list(zip([0, *stops[:-1]], stops))
+
+
+def _episode(ds: D.Dataset, task: int, start: int, stop: int):
+    from minari.data_collector import EpisodeBuffer
+
+    obs = np.concatenate([ds.observations[task, start:stop], ds.next_observations[task, stop - 1:stop]])
+    infos = None
+    if ds.extras:
+        infos = {}
+        for name, arr in ds.extras.items():
+            rows = np.asarray(arr[task, start:stop], np.float32)
+            infos[name] = np.concatenate([np.full_like(rows[:1], np.nan), rows])
+    return EpisodeBuffer(observations=obs, actions=np.asarray(ds.actions[task, start:stop]),
+                         rewards=np.asarray(ds.rewards[task, start:stop]),
+                         terminations=np.asarray(ds.terminals[task, start:stop]),
+                         truncations=np.asarray(ds.timeouts[task, start:stop]), infos=infos)
+
+
+def _write_task(minari, ds: D.Dataset, task: int, dataset_id: str) -> None:
+    """Create task `task`'s Minari dataset (in the root MINARI_DATASETS_PATH points at)."""
+    import gymnasium as gym
+
+    family = ds.meta.get("family")
+    params = ds.tasks[task].tolist()
+    episodes = [_episode(ds, task, a, b) for a, b in _pieces(ds, task)]
+    with warnings.catch_warnings():  # author, e-mail, permalink and eval env are optional; don't nag
+        warnings.simplefilter("ignore", UserWarning)
+        out = minari.create_dataset_from_buffers(
+            dataset_id, episodes,
+            observation_space=gym.spaces.Box(-np.inf, np.inf, ds.observations.shape[-1:], np.float32),
+            action_space=gym.spaces.Box(-1.0, 1.0, ds.actions.shape[-1:], np.float32),
+            algorithm_name=str(ds.meta.get("source", "mbml")),
+            description=f"mbml multi-task dataset, family {family}, task {task} of {ds.num_tasks}, "
+                        f"task parameters {params}")
+    out.storage.update_metadata({"mbml": {
+        "format": D.FORMAT, "version": D.VERSION, "family": family, "task_index": task,
+        "num_tasks": ds.num_tasks, "task": params, "extras": list(ds.extras), "meta": ds.meta}})
+
+
+def export_minari(data_dir: Path, dataset_id_prefix: str, root: Path | None = None, force: bool = False) -> list[str]:
+    """Write the mbml dataset in `data_dir` as one Minari dataset per task; returns their ids.
+
+    All datasets are written to a hidden staging folder in the Minari root first and moved into
+    place only once every one is complete. Existing datasets with the same ids are refused unless
+    `force`, which replaces them.
+    """
+    minari = _minari()
+    ds = D.load(data_dir, min_tasks=2)
+    ids = export_ids(dataset_id_prefix, ds.num_tasks)
+    with _root(root) as final:
+        taken = [i for i in ids if (final / i).exists()]
+        if taken and not force:
+            raise MbmlError(f"Minari dataset {taken[0]} already exists in {final}; use another prefix or --force")
+        staging = Path(tempfile.mkdtemp(dir=final, prefix=".mbml-export-"))  # hidden: Minari skips it
+        try:
+            with _root(staging):
+                for task, dataset_id in enumerate(ids):
+                    _write_task(minari, ds, task, dataset_id)
+            _publish(staging, final, ids)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return ids
+
+
+def _publish(staging: Path, final: Path, ids: list[str]) -> None:
+    """Move the staged datasets into the root, creating their namespace there if it is new."""
+    from minari.dataset.minari_dataset import parse_dataset_id
+    from minari.namespace import create_namespace, list_local_namespaces
+
+    namespace = parse_dataset_id(ids[0])[0]
+    if namespace not in list_local_namespaces():
+        create_namespace(namespace, description="mbml multi-task dataset, one Minari dataset per task")
+    for dataset_id in ids:
+        replace_dir(staging / dataset_id, final / dataset_id)
+
+
+# ----------------------------------------------------------------------------------------- import
+
+
+def _open(minari, dataset_id: str, root: Path):
+    """A loaded Minari dataset and its `mbml` metadata, or a one-line MbmlError."""
+    if not (root / dataset_id / "data").is_dir():
+        raise MbmlError(f"Minari dataset {dataset_id} not found in {root}")
+    try:
+        dataset = minari.load_dataset(dataset_id)
+    except _LOAD_ERRORS as e:
+        raise MbmlError(f"Minari dataset {dataset_id} cannot be read: {_one_line(e)}") from None
+    info = dataset.storage.metadata.get("mbml")
+    task = info.get("task") if isinstance(info, dict) else None
+    if not isinstance(task, list) or not task or not all(isinstance(x, (int, float)) for x in task):
+        raise MbmlError(f"Minari dataset {dataset_id} has no task parameters (metadata['mbml']['task'])")
+    if info.get("version", D.VERSION) != D.VERSION:
+        raise MbmlError(f"Minari dataset {dataset_id} was written with mbml dataset format version "
+                        f"{info['version']}; this mbml reads {D.VERSION}")
+    return dataset, info
+
+
+def _check_spaces(datasets: dict) -> None:
+    """Every dataset has 1-D Box observation and action spaces of the first one's shapes."""
+    import gymnasium as gym
+
+    first_id, first = next(iter(datasets.items()))
+    for dataset_id, dataset in datasets.items():
+        for kind in ("observation", "action"):
+            space = getattr(dataset, f"{kind}_space")
+            if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+                raise MbmlError(f"Minari dataset {dataset_id} has {kind} space {space}; mbml needs a 1-D Box")
+            want = getattr(first, f"{kind}_space").shape
+            if space.shape != want:
+                raise MbmlError(f"Minari dataset {dataset_id} has {kind} space shape {space.shape}, "
+                                f"{first_id} has {want}; all tasks must share their spaces")
+
+
+def _read_task(dataset, dataset_id: str, extras: list[str]) -> dict[str, np.ndarray]:
+    """One task's transitions in mbml's per-task layout (see `Dataset.from_tasks`)."""
+    parts = {k: [] for k in ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts",
+                             *extras)}
+    j = 0  # the episode being read
+    try:
+        for ep in dataset.iterate_episodes():
+            _check_episode(ep, dataset_id, j, extras)
+            parts["observations"].append(ep.observations[:-1])
+            parts["next_observations"].append(ep.observations[1:])
+            parts["actions"].append(ep.actions)
+            parts["rewards"].append(ep.rewards)
+            parts["terminals"].append(ep.terminations)
+            parts["timeouts"].append(ep.truncations)
+            for name in extras:
+                parts[name].append(np.asarray(ep.infos[name])[1:])
+            j += 1
+    except KeyError as e:  # h5py: "Unable to open object (object 'rewards' doesn't exist)"
+        name = re.search(r"object '([^']+)'", str(e))
+        raise MbmlError(f"Minari dataset {dataset_id} episode {j} lacks the field "
+                        f"{name.group(1) if name else _one_line(e)}") from None
+    except (ValueError, OSError, TypeError) as e:
+        raise MbmlError(f"Minari dataset {dataset_id} cannot be read: {_one_line(e)}") from None
+    if not parts["rewards"]:
+        raise MbmlError(f"Minari dataset {dataset_id} has no episodes")
+    out = {k: np.concatenate(v) for k, v in parts.items()}
+    if not np.isfinite(out["rewards"]).all():
+        raise MbmlError(f"Minari dataset {dataset_id} has NaN or infinite rewards")
+    return out
+
+
+def _check_episode(ep, dataset_id: str, j: int, extras: list[str]) -> None:
+    """An episode has every field, with T+1 observations (and extras rows) for T steps."""
+    missing = [n for n in _FIELDS if getattr(ep, n, None) is None]
+    missing += [f"infos[{n!r}]" for n in extras if n not in (ep.infos or {})]
+    if missing:
+        raise MbmlError(f"Minari dataset {dataset_id} episode {j} lacks the field {missing[0]}")
+    steps = len(ep.rewards)
+    rows = [("observations", ep.observations, steps + 1), ("actions", ep.actions, steps),
+            ("terminations", ep.terminations, steps), ("truncations", ep.truncations, steps)]
+    rows += [(f"infos[{n!r}]", ep.infos[n], steps + 1) for n in extras]
+    for name, arr, want in rows:
+        if len(arr) != want:
+            raise MbmlError(f"Minari dataset {dataset_id} episode {j}: {name} has {len(arr)} rows, "
+                            f"expected {want} for {steps} steps")
+
+
+def import_minari(dataset_ids: list[str], out_dir: Path, root: Path | None = None, force: bool = False) -> D.Dataset:
+    """Build an mbml dataset folder at `out_dir` from Minari datasets, one per task, in the order given.
+
+    Every check runs before anything is written; the folder is written atomically by `mbml.data.save`.
+    An existing `out_dir` is refused unless `force`, which replaces it.
+    """
+    minari = _minari()
+    out_dir = Path(out_dir)
+    if len(dataset_ids) < 2:
+        raise MbmlError(f"multi-task batch RL needs at least 2 tasks (one Minari dataset each), got {len(dataset_ids)}")
+    if len(set(dataset_ids)) != len(dataset_ids):
+        raise MbmlError(f"Minari dataset ids repeat: {list(dataset_ids)}")
+    if out_dir.exists() and not force:
+        raise MbmlError(f"{out_dir} already exists; choose another --out or use --force to replace it")
+    if root is not None and not Path(root).is_dir():
+        raise MbmlError(f"Minari root {root} is not a folder")
+    with _root(root) as resolved:
+        opened = {i: _open(minari, i, resolved) for i in dataset_ids}
+        _check_spaces({i: d for i, (d, _) in opened.items()})
+        infos = [info for _, info in opened.values()]
+        extras = [str(n) for n in infos[0].get("extras", [])]
+        per_task = [_read_task(d, i, extras) for i, (d, _) in opened.items()]
+    sizes = {len(info["task"]) for info in infos}
+    if len(sizes) != 1:
+        raise MbmlError(f"the datasets' task parameters have different lengths: {sorted(sizes)}")
+    meta = infos[0].get("meta")
+    if not isinstance(meta, dict):  # not written by mbml: record where it came from
+        meta = {"source": "minari", "minari_ids": list(dataset_ids)}
+    ds = D.Dataset.from_tasks(per_task, np.array([info["task"] for info in infos], np.float64), meta)
+    D.save(ds, out_dir)
+    return ds

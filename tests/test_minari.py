@@ -1,0 +1,284 @@
+"""Minari export and import: the round trip gives identical arrays; bad input gives a one-line error
+and leaves everything that existed untouched."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("minari")
+h5py = pytest.importorskip("h5py")
+
+from mbml import cli, data as D  # noqa: E402
+from mbml.errors import MbmlError  # noqa: E402
+from mbml.minari_io import export_minari, import_minari  # noqa: E402
+from test_cli import assert_one_line_error, run_cli  # noqa: E402
+
+PREFIX = "mbml/synthetic-seed0"
+
+# episode lengths and how each ends: a terminal, two time-limit truncations, an unfinished last one
+EPISODES = [(5, "terminal"), (6, "timeout"), (4, "timeout"), (5, None)]
+
+
+def _task(rng, obs_dim: int, act_dim: int, chain_break: bool) -> dict[str, np.ndarray]:
+    """One task's transitions: within an episode next_observations[t] == observations[t+1]."""
+    parts = {k: [] for k in ("observations", "next_observations", "terminals", "timeouts")}
+    for length, end in EPISODES:
+        states = rng.normal(size=(length + 1, obs_dim)).astype(np.float32)
+        parts["observations"].append(states[:-1])
+        parts["next_observations"].append(states[1:])
+        parts["terminals"].append(np.arange(length) == length - 1 if end == "terminal" else np.zeros(length, bool))
+        parts["timeouts"].append(np.arange(length) == length - 1 if end == "timeout" else np.zeros(length, bool))
+    task = {k: np.concatenate(v) for k, v in parts.items()}
+    if chain_break:  # a stored next state that is not the next transition's state, mid-episode
+        task["next_observations"][2] += 1.0
+    n = len(task["terminals"])
+    task.update(actions=rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
+                rewards=rng.normal(size=n).astype(np.float32), x_velocity=rng.normal(size=n).astype(np.float32),
+                xy=rng.normal(size=(n, 2)).astype(np.float32))
+    task["next_observations"][-1] = -0.0  # bit patterns must survive too
+    return task
+
+
+def make_dataset(k: int = 3, obs_dim: int = 2, act_dim: int = 2, seed: int = 0) -> D.Dataset:
+    rng = np.random.default_rng(seed)
+    per_task = [_task(rng, obs_dim, act_dim, chain_break=i == 1) for i in range(k)]
+    meta = {"seed": seed, "family": "synthetic", "source": "test", "note": "ü", "nested": {"a": [1, 2.5]}}
+    return D.Dataset.from_tasks(per_task, rng.normal(size=(k, 3)) / 3, meta)
+
+
+@pytest.fixture
+def exported(tmp_path) -> tuple[D.Dataset, list[str], Path]:
+    """A dataset saved in mbml's format and exported to a Minari root in tmp_path."""
+    ds = make_dataset()
+    D.save(ds, tmp_path / "data")
+    root = tmp_path / "minari"
+    ids = export_minari(tmp_path / "data", PREFIX, root=root)
+    return D.load(tmp_path / "data"), ids, root
+
+
+def assert_same(a: D.Dataset, b: D.Dataset) -> None:
+    arrays_a, arrays_b = a.arrays(), b.arrays()
+    assert set(arrays_a) == set(arrays_b)
+    for name, arr in arrays_a.items():
+        assert arrays_b[name].dtype == arr.dtype, name
+        assert np.array_equal(arrays_b[name], arr), name
+        assert arrays_b[name].tobytes() == np.ascontiguousarray(arr).tobytes(), name
+    assert b.meta == a.meta
+
+
+# ------------------------------------------------------------------------------------ round trip
+
+
+def test_round_trip_gives_identical_arrays(exported, tmp_path):
+    ds, ids, root = exported
+    assert ids == [f"{PREFIX}/task{i:02d}-v0" for i in range(3)]
+    import_minari(ids, tmp_path / "back", root=root)
+    assert_same(ds, D.load(tmp_path / "back"))
+
+
+def test_minari_layout(exported, monkeypatch):
+    """What a Minari user sees: episodes split at mbml's ends, flags, task parameters in metadata."""
+    import minari
+
+    ds, ids, root = exported
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    assert set(minari.list_local_datasets()) == set(ids)
+    for i, dataset_id in enumerate(ids):
+        dataset = minari.load_dataset(dataset_id)
+        info = dataset.storage.metadata["mbml"]
+        assert info["task"] == ds.tasks[i].tolist() and info["task_index"] == i and info["num_tasks"] == 3
+        assert info["family"] == "synthetic" and info["extras"] == ["x_velocity", "xy"]
+        episodes = list(dataset.iterate_episodes())
+        assert [len(e) for e in episodes] == ([3, 2, 6, 4, 5] if i == 1 else [5, 6, 4, 5])  # task 1: chain break
+        assert [bool(e.terminations[-1]) for e in episodes][-4:] == [True, False, False, False]
+        assert [bool(e.truncations[-1]) for e in episodes][-4:] == [False, True, True, False]
+        assert all(len(e.observations) == len(e) + 1 for e in episodes)
+        assert all(np.isnan(e.infos["xy"][0]).all() and len(e.infos["xy"]) == len(e) + 1 for e in episodes)
+
+
+def test_export_refuses_existing_ids_unless_forced(exported, tmp_path, snapshot):
+    _, ids, root = exported
+    before = snapshot(root)
+    with pytest.raises(MbmlError, match="already exists"):
+        export_minari(tmp_path / "data", PREFIX, root=root)
+    assert snapshot(root) == before
+    D.save(make_dataset(seed=1), tmp_path / "other")
+    assert export_minari(tmp_path / "other", PREFIX, root=root, force=True) == ids
+    import_minari(ids, tmp_path / "back", root=root)
+    assert_same(D.load(tmp_path / "other"), D.load(tmp_path / "back"))
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_bad_prefix(tmp_path):
+    D.save(make_dataset(), tmp_path / "data")
+    with pytest.raises(MbmlError, match="not a Minari namespace"):
+        export_minari(tmp_path / "data", "bad prefix!", root=tmp_path / "minari")
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+
+def _drop_field(root: Path, dataset_id: str, field: str) -> None:
+    with h5py.File(root / dataset_id / "data" / "main_data.hdf5", "a") as f:
+        del f["episode_1"][field]
+
+
+def _nan_reward(root: Path, dataset_id: str) -> None:
+    with h5py.File(root / dataset_id / "data" / "main_data.hdf5", "a") as f:
+        f["episode_0"]["rewards"][1] = np.nan
+
+
+def _drop_task(root: Path, dataset_id: str) -> None:
+    import json
+
+    path = root / dataset_id / "data" / "metadata.json"
+    meta = json.loads(path.read_text())
+    del meta["mbml"]["task"]
+    path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("spoil,fragment", [
+    (lambda root, i: _drop_field(root, i, "rewards"), "episode 1 lacks the field rewards"),
+    (lambda root, i: _drop_field(root, i, "observations"), "episode 1 lacks the field observations"),
+    (lambda root, i: _drop_field(root, i, "infos"), "episode 1 lacks the field infos['x_velocity']"),
+    (_drop_task, "no task parameters"),
+    (_nan_reward, "NaN or infinite rewards"),
+])
+def test_spoilt_dataset_is_refused(exported, tmp_path, spoil, fragment):
+    _, ids, root = exported
+    spoil(root, ids[1])
+    with pytest.raises(MbmlError, match=re.escape(fragment)) as e:
+        import_minari(ids, tmp_path / "back", root=root)
+    assert ids[1] in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "back").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".back")]
+
+
+def test_different_observation_space_is_refused(exported, tmp_path):
+    _, ids, root = exported
+    D.save(make_dataset(obs_dim=3), tmp_path / "wide")
+    wide = export_minari(tmp_path / "wide", "mbml/wide", root=root)
+    with pytest.raises(MbmlError, match=r"observation space shape \(3,\), .* has \(2,\)"):
+        import_minari([ids[0], wide[1]], tmp_path / "back", root=root)
+    assert not (tmp_path / "back").exists()
+
+
+@pytest.mark.parametrize("which,fragment", [(slice(0, 1), "at least 2 tasks"), (slice(0, 0), "at least 2 tasks")])
+def test_too_few_tasks(exported, tmp_path, which, fragment):
+    _, ids, root = exported
+    with pytest.raises(MbmlError, match=fragment):
+        import_minari(ids[which], tmp_path / "back", root=root)
+
+
+def test_unknown_id(exported, tmp_path):
+    _, ids, root = exported
+    with pytest.raises(MbmlError, match="mbml/nope-v0 not found"):
+        import_minari([ids[0], "mbml/nope-v0"], tmp_path / "back", root=root)
+
+
+def test_existing_output_folder_is_untouched(exported, tmp_path, snapshot):
+    ds, ids, root = exported
+    out = tmp_path / "data"  # the exported dataset itself
+    before = snapshot(out)
+    with pytest.raises(MbmlError, match="already exists"):
+        import_minari(ids, out, root=root)
+    _drop_field(root, ids[2], "actions")
+    with pytest.raises(MbmlError, match="episode 1 lacks the field"):
+        import_minari(ids, out, root=root, force=True)
+    assert snapshot(out) == before
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def run_ok(argv, capsys) -> str:
+    """`mbml ARGV` in this process, which must succeed: its stdout."""
+    capsys.readouterr()
+    cli.main([str(a) for a in argv])
+    return capsys.readouterr().out
+
+
+def test_cli_round_trip_from_a_run_folder(tmp_path, capsys):
+    ds = make_dataset()
+    D.save(ds, tmp_path / "run" / "seed_3" / "data")
+    root = tmp_path / "minari"
+    ids = run_ok(["export-minari", "--out", tmp_path / "run", "--seed", 3, "--prefix", PREFIX, "--root", root],
+                 capsys).split()
+    assert len(ids) == 3
+    run_ok(["import-minari", "--ids", *ids, "--out", tmp_path / "back", "--root", root], capsys)
+    assert_same(ds, D.load(tmp_path / "back"))
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["export-minari", "--out", "{tmp}/nothing", "--prefix", "mbml/x"], ["holds no mbml dataset"]),
+    (["import-minari", "--ids", "mbml/a-v0", "--out", "{tmp}/back"], ["at least 2 tasks"]),
+    (["import-minari", "--ids", "mbml/a-v0", "mbml/b-v0", "--out", "{tmp}/back"], ["mbml/a-v0 not found"]),
+])
+def test_cli_errors_are_one_line(tmp_path, capsys, args, fragments):
+    (tmp_path / "minari").mkdir()
+    argv = [a.format(tmp=tmp_path) for a in args] + ["--root", tmp_path / "minari"]
+    code, _, err = run_cli(argv, capsys)
+    assert_one_line_error(code, err, *fragments)
+    assert not (tmp_path / "back").exists()
+
+
+def test_cli_mismatched_spaces(exported, tmp_path, capsys):
+    _, ids, root = exported
+    D.save(make_dataset(obs_dim=3), tmp_path / "wide")
+    wide = export_minari(tmp_path / "wide", "mbml/wide", root=root)
+    code, _, err = run_cli(["import-minari", "--ids", ids[0], wide[1], "--out", tmp_path / "back", "--root", root],
+                           capsys)
+    assert_one_line_error(code, err, "observation space shape", wide[1])
+    assert not (tmp_path / "back").exists()
+
+
+def test_cli_without_minari(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "minari", None)  # `import minari` raises ImportError
+    D.save(make_dataset(), tmp_path / "data")
+    code, _, err = run_cli(["export-minari", "--out", tmp_path / "data", "--prefix", PREFIX,
+                            "--root", tmp_path / "minari"], capsys)
+    assert_one_line_error(code, err, "pip install 'mbml[minari]'")
+    assert not (tmp_path / "minari").exists()
+
+
+@pytest.mark.parametrize("name,options", [
+    ("export-minari", ["--out", "--prefix", "--seed", "--root", "--force"]),
+    ("import-minari", ["--ids", "--out", "--root", "--force"]),
+])
+def test_help(capsys, name, options):
+    code, out, _ = run_cli([name, "--help"], capsys)
+    assert code == 0
+    for option in options:
+        assert option in out
+
+
+def test_import_of_datasets_made_elsewhere(tmp_path, monkeypatch):
+    """A Minari dataset written without mbml imports once its metadata holds the task parameters."""
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    rng = np.random.default_rng(0)
+    ids = []
+    for i in range(2):
+        episodes = [EpisodeBuffer(observations=rng.normal(size=(5, 3)).astype(np.float32),
+                                  actions=rng.uniform(-1, 1, (4, 1)).astype(np.float32),
+                                  rewards=rng.normal(size=4).astype(np.float32),
+                                  terminations=np.eye(4, dtype=bool)[3], truncations=np.zeros(4, bool))
+                    for _ in range(2)]
+        with pytest.warns(UserWarning):
+            dataset = minari.create_dataset_from_buffers(
+                f"elsewhere/task{i}-v0", episodes, observation_space=gym.spaces.Box(-1, 1, (3,), np.float32),
+                action_space=gym.spaces.Box(-1, 1, (1,), np.float32))
+        dataset.storage.update_metadata({"mbml": {"task": [float(i), 1.0]}})
+        ids.append(f"elsewhere/task{i}-v0")
+    ds = import_minari(ids, tmp_path / "back")
+    assert ds.observations.shape == (2, 8, 3) and ds.terminals.sum() == 4 and not ds.timeouts.any()
+    assert ds.tasks.tolist() == [[0.0, 1.0], [1.0, 1.0]]
+    assert ds.meta == {"source": "minari", "minari_ids": ids}
