@@ -62,12 +62,24 @@ def teacher_targets(bcq_cfg: BCQConfig, act_dim: int, teachers, obs, act, u):
     return jax.vmap(one)(teachers, obs, act, u)
 
 
+def _relabelled_next_obs(lab, idx, obs, act, nxt):
+    """Next states of task j's context transitions for task i, [K_i, K_j, C, obs]: the next-state
+    ensembles' mean where `lab` has `next_obs` (stored [K_i, K_j, N, obs], or a function of the
+    context's (obs, act) recomputing it), else the recorded ones (tasks differing only in reward)."""
+    k = idx.shape[0]
+    rel = lab.get("next_obs")
+    if rel is None:
+        return jnp.broadcast_to(nxt[None], (k,) + nxt.shape)
+    return rel(obs, act) if callable(rel) else rel[:, jnp.arange(k)[:, None], idx]
+
+
 def relabelled_encoder_inputs(cfg: DistillConfig, method: Method, params, data, lab, idx, key):
     """Triplet loss and the fast-context posterior for the relabelling methods (spec §5.2 steps 1, 3).
 
     idx: [K, C] own context indices. Anchors are task-j context transitions accepted by task i's
-    ensemble with rewards relabelled by it; negatives the same transitions with their own rewards;
-    positives as many of task i's own context transitions, drawn without replacement.
+    ensemble with rewards (and, where tasks differ in dynamics, next states) relabelled by it;
+    negatives the same transitions as recorded; positives as many of task i's own context
+    transitions, drawn without replacement. Task i's own transitions keep their recorded s'.
     """
     k, c = idx.shape
     k_pos, k_sel = jax.random.split(key)
@@ -77,7 +89,7 @@ def relabelled_encoder_inputs(cfg: DistillConfig, method: Method, params, data, 
     obs, act, nxt = (_take(data[f], idx) for f in ("obs", "actions", "next_obs"))
     own = S.context(obs, act, _take(data["rewards"], idx), nxt)  # [K, C, cdim]
     anchors = S.context(*(jnp.broadcast_to(x[None], (k,) + x.shape) for x in (obs, act)), rr,
-                        jnp.broadcast_to(nxt[None], (k,) + nxt.shape))  # [K_i, K_j, C, cdim]
+                        _relabelled_next_obs(lab, idx, obs, act, nxt))  # [K_i, K_j, C, cdim]
     mu_o, var_o = S.encode(cfg, params.encoder, own)
     mu_a, var_a = S.encode(cfg, params.encoder, anchors)
     n = acc.sum(-1)  # [K_i, K_j]
@@ -138,7 +150,7 @@ def loss_fn(cfg: DistillConfig, bcq_cfg: BCQConfig, method: Method, act_dim: int
     loss_q = jnp.mean((S.q_value(cfg, act_dim, params, obs, act, zb) - q_t) ** 2)
     loss_g = jnp.mean((S.generate(cfg, act_dim, params, obs, u, zs) - a_hat) ** 2)
     loss_xi = jnp.mean((S.perturbation(cfg, act_dim, params, obs, a_hat, zs) - xi_t) ** 2)
-    total = trip + kl + loss_q + loss_g + loss_xi  # Eq. 10 plus the KL of Eq. 3
+    total = cfg.triplet_weight * trip + kl + loss_q + loss_g + loss_xi  # Eq. 10 plus the KL of Eq. 3
     metrics.update({"loss": total, "q": loss_q, "g": loss_g, "xi": loss_xi, "kl": kl / cfg.kl_weight if cfg.kl_weight else kl,
                     "posterior_std": jnp.mean(jnp.sqrt(var))})
     return total, metrics

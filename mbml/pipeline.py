@@ -9,6 +9,7 @@ chunks, so a killed run continues where it stopped.
     OUT/seed_S/data/                the K-task dataset (mbml.data format)
     OUT/seed_S/teachers.msgpack     BCQ teachers, best evaluated checkpoint  (+ teachers.json)
     OUT/seed_S/ensembles.msgpack    reward ensembles                        (+ relabel.npz, relabel.json)
+    OUT/seed_S/next_state_ensembles.msgpack   next-state ensembles, where tasks differ in dynamics
     OUT/seed_S/students/M.msgpack   student of method M                     (+ M.csv learning curve)
     OUT/seed_S/eval/M.json          evaluation protocol on train and test tasks, diagnostic
     OUT/seed_S/timings.json         seconds per stage
@@ -35,7 +36,8 @@ from mbml import bcq, config as C, data as D, io, rollout, student as S
 from mbml.collect import collect, episode_returns
 from mbml.config import RunConfig
 from mbml.distill import METHODS, distill
-from mbml.ensembles import relabel, relabel_stats, train_ensembles, true_rewards
+from mbml.ensembles import (heldout, init_members, next_state_relabeller, next_state_target, relabel, relabel_stats,
+                            reward_target, train_ensembles, true_rewards)
 from mbml.errors import MbmlError
 from mbml.evaluate import evaluate_student, inference_diagnostic
 from mbml.families import Family, get_family
@@ -81,11 +83,11 @@ class Run:
         out = Path(out)
         saved = out / "config.json"
         if saved.exists():
-            old = io.read_json(saved)
+            old = C.from_dict(io.read_json(saved))  # fields added since then take their defaults
             if cfg is None:
-                cfg = C.from_dict(old)
+                cfg = old
             else:
-                diff = _first_difference(C.to_dict(cfg), old)
+                diff = _first_difference(C.to_dict(cfg), C.to_dict(old))
                 if diff:
                     raise MbmlError(f"{out} was made with a different config: {diff}; "
                                     "use another --out (nothing was changed)")
@@ -180,20 +182,46 @@ class Run:
         if (d / "relabel.json").exists() and not force:
             return
         ds = self.dataset(seed)
+        ens = self.cfg.ensemble
         with self.timed(seed, "ensembles"):
-            members = train_ensembles(self.cfg.ensemble, device_data(ds), self.key(seed, "ensembles"), self.cfg.lift,
+            data = device_data(ds)
+            members = train_ensembles(ens, reward_target(ens), data, self.key(seed, "ensembles"), self.cfg.lift,
                                       ckpt=d / "ckpt" / "ensembles.msgpack", progress=self.bar(f"seed {seed} ensembles"))
             io.save_pytree(d / "ensembles.msgpack", jax.device_get(members))
-            lab = relabel(self.cfg.ensemble, members, ds, self.family.true_reward)
+            next_members, held = self.next_state_ensembles(seed, ds, data) if ens.next_state else (None, None)
+            lab = relabel(ens, members, ds, self.family.true_reward, next_members, held)
             buf = d / "relabel.npz.tmp"
             with open(buf, "wb") as f:
                 np.savez(f, **lab)
             buf.replace(d / "relabel.npz")
             io.write_json(d / "relabel.json", relabel_stats(lab))
-        (d / "ckpt" / "ensembles.msgpack").unlink(missing_ok=True)
+        for name in ("ensembles", "next_state_ensembles"):
+            (d / "ckpt" / f"{name}.msgpack").unlink(missing_ok=True)
+
+    def next_state_ensembles(self, seed: int, ds: D.Dataset, data: dict):
+        """Train and save the next-state ensembles (spec §4.2) on all but the held-out transitions;
+        returns (members, held-out mask [N])."""
+        ens, d = self.cfg.ensemble, self.seed_dir(seed)
+        held = heldout(ds.num_transitions, ens.next_state_holdout)
+        train = {f: data[f][:, ~held] for f in ("obs", "actions", "next_obs")}
+        members = train_ensembles(ens, next_state_target(ens, self.family.obs_dim), train,
+                                  jax.random.fold_in(self.key(seed, "ensembles"), 1), self.cfg.lift,
+                                  ckpt=d / "ckpt" / "next_state_ensembles.msgpack",
+                                  progress=self.bar(f"seed {seed} next-state ensembles"))
+        io.save_pytree(d / "next_state_ensembles.msgpack", jax.device_get(members))
+        return members, held
+
+    def load_next_state_ensembles(self, seed: int, k: int):
+        """(target, members [K, members, ...]) of the saved next-state ensembles of K tasks."""
+        ens = self.cfg.ensemble
+        target = next_state_target(ens, self.family.obs_dim)
+        template = init_members(ens, target, k, self.family.obs_dim, self.family.act_dim, jax.random.PRNGKey(0))
+        return target, io.load_pytree(self.seed_dir(seed) / "next_state_ensembles.msgpack", template)
 
     def relabelling(self, seed: int, method: str, ds: D.Dataset) -> dict | None:
-        """Accept mask and rewards [K_i, K_j, N] the method relabels with (None without relabelling)."""
+        """Accept mask and rewards [K_i, K_j, N] the method relabels with (None without relabelling), and
+        with next-state ensembles the mean next states: stored [K_i, K_j, N, obs] or a function
+        recomputing them (`ensembles.next_state_relabeller`)."""
         kind = METHODS[method].relabel
         if kind == "none":
             return None
@@ -207,14 +235,25 @@ class Run:
         if not (self.seed_dir(seed) / "relabel.json").exists():
             raise MbmlError(f"no relabelling in {self.seed_dir(seed)}; run `mbml ensembles --out {self.out}` first")
         with np.load(path, allow_pickle=False) as z:
-            return {"accept": jnp.asarray(z["accept"]), "reward": jnp.asarray(z["mean"])}
+            lab = {"accept": jnp.asarray(z["accept"]), "reward": jnp.asarray(z["mean"])}
+            if "next_obs" in z.files:
+                lab["next_obs"] = jnp.asarray(z["next_obs"])
+            elif "next_std" in z.files:
+                lab["next_obs"] = next_state_relabeller(*self.load_next_state_ensembles(seed, ds.num_tasks))
+        return lab
 
     def evaluate_student(self, params, tasks, key) -> dict:
-        """The evaluation protocol: jitted for pure-JAX families, host-stepped otherwise."""
+        """The evaluation protocol (`eval.repeats` runs per task, averaged): jitted for pure-JAX
+        families, host-stepped otherwise."""
         fn = evaluate_student if self.family.jax_env is not None else evaluate_student_host
         args = (self.family, self.cfg.distill, self.cfg.eval, self.cfg.bcq.phi, params)
         tasks = jnp.asarray(tasks, jnp.float32) if self.family.jax_env is not None else np.asarray(tasks)
-        return {k: np.asarray(v) for k, v in jax.device_get(fn(*args, tasks, key)).items()}
+        runs = [jax.device_get(fn(*args, tasks, jax.random.fold_in(key, r) if r else key))
+                for r in range(self.cfg.eval.repeats)]
+        out = {k: np.asarray(v) for k, v in runs[0].items()}
+        for k in ("returns", "score"):
+            out[k] = np.mean([np.asarray(r[k]) for r in runs], axis=0)
+        return out
 
     def student_template(self):
         return S.init(self.cfg.distill, jax.random.PRNGKey(0), self.family.obs_dim, self.family.act_dim)

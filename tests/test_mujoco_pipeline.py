@@ -7,7 +7,10 @@ import pytest
 
 from mbml import io
 from mbml.cli import run_pipeline
+from mbml.config import preset
 from mbml.data import load
+from mbml.ensembles import accept_mask
+from mbml.pipeline import Run
 
 
 @pytest.mark.parametrize("family", ["umaze-goal"])
@@ -29,3 +32,31 @@ def test_smoke_pipeline_on_a_mujoco_family(tmp_path, family):
         assert np.isfinite(res["methods"][m]["test"]["mean"])
     assert "oracle" not in res["references"] and np.isfinite(res["references"]["random"]["test"]["mean"])
     assert (out / "report.md").exists()
+
+
+def test_walker_param_relabels_next_states(tmp_path):
+    """walker-param (tasks differ in dynamics) through the ensembles and distillation stages: per-task
+    next-state ensembles, the combined filter, and the stored mean next states equal a recomputation."""
+    out = tmp_path / "walker-param"
+    run_pipeline(out, "walker-param", "smoke", seeds=(0,), methods=("full",), quiet=True, workers=1,
+                 stages=("collect", "teachers", "ensembles", "distill"))
+    s = out / "seed_0"
+    assert preset("walker-param", "smoke").ensemble.next_state and not preset("umaze-goal", "smoke").ensemble.next_state
+    with np.load(s / "relabel.npz") as z:
+        assert z["next_obs"].shape == (30, 30, 400, 17) and z["next_std"].shape == (30, 30, 400)
+        both = accept_mask(z["std"], z["threshold"]) & accept_mask(z["next_std"], z["next_threshold"])
+        np.testing.assert_array_equal(z["accept"], both)
+        stored = z["next_obs"][:, :, :8]
+    rel = io.read_json(s / "relabel.json")
+    assert 0.0 < rel["accept_rate"] <= min(rel["accept_rate_reward"], rel["accept_rate_next_state"])
+    assert rel["next_state_stored"] == 1.0 and np.isfinite(rel["next_state_heldout_abs_error"])
+    assert (s / "students" / "full.msgpack").exists()
+    # over the storage budget distillation gets a function recomputing them from the saved ensembles
+    with np.load(s / "relabel.npz") as z:
+        kept = {name: z[name] for name in z.files if name != "next_obs"}
+    np.savez(s / "relabel.npz", **kept)
+    ds = load(s / "data", min_tasks=2)
+    lab = Run.open(out).relabelling(0, "full", ds)
+    assert callable(lab["next_obs"])
+    again = lab["next_obs"](ds.observations[:, :8], ds.actions[:, :8])
+    np.testing.assert_allclose(again, stored, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,48 @@
+"""Killing `mbml run` (SIGKILL, no clean-up) in the middle of a stage and running the same command
+again continues from what was finished and ends with valid outputs. (That a resumed stage gives the
+same numbers as an uninterrupted one is tested in test_pipeline.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ARGS = ["run", "--family", "point-nav", "--preset", "smoke", "--seeds", "0", "--methods", "full"]
+
+
+def mbml(out: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mbml.cli", *ARGS, "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300.0) -> None:
+    t0 = time.monotonic()
+    while not path.exists():
+        assert proc.poll() is None, f"mbml ended before {path.name} appeared: {proc.stderr.read()}"
+        assert time.monotonic() - t0 < timeout, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_sigkill_mid_stage_then_rerun(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "run"
+    proc = mbml(out, env)
+    # the dataset is written: the run is now in the teachers stage (or later); kill it without warning
+    wait_for(out / "seed_0" / "data" / "meta.json", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists()
+
+    rerun = mbml(out, env)
+    _, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"full"}
+    assert (out / "report.md").exists()
+    assert not list((out / "seed_0" / "ckpt").glob("*")), "finished stages leave no checkpoints"
+
