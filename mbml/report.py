@@ -92,6 +92,21 @@ def markdown_table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def runs_table(results: list[dict]) -> str:
+    """One row per (run, method): the README's table of every family run so far."""
+    lines = ["| family | preset | seeds | method | test score (95% CI) | teachers, own tasks | random (test) | stage time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for res in results:
+        refs, secs = res["references"], sum(res["timings"].values())
+        rand = f"{refs['random']['test']['mean']:.2f}" if "random" in refs else "–"
+        for m, v in res["methods"].items():
+            t = v["test"]
+            lines.append(f"| `{res['family']}` | {res['preset']} | {', '.join(map(str, res['seeds']))} | `{m}` | "
+                         f"{t['mean']:.2f} [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}] | "
+                         f"{refs['teachers']['train']['mean']:.2f} | {rand} | {secs / 3600:.1f} h |")
+    return "\n".join(lines)
+
+
 def write_report(run: Run, seeds, methods) -> dict:
     from mbml import figures
 
@@ -115,8 +130,10 @@ def write_report(run: Run, seeds, methods) -> dict:
     return res
 
 
-if __name__ == "__main__":  # python -m mbml.report RUN_FOLDER: print the results table as Markdown
+if __name__ == "__main__":
+    # python -m mbml.report RUN: that run's results table as Markdown;
+    # python -m mbml.report RUN RUN ...: one row per run and method (the README's table of families)
     import sys
 
-    res = io.read_json(Path(sys.argv[1]) / "results.json")
-    print(markdown_table(res))
+    found = [io.read_json(Path(a) / "results.json") for a in sys.argv[1:]]
+    print(markdown_table(found[0]) if len(found) == 1 else runs_table(found))

@@ -126,6 +126,16 @@ def _summary(res: dict) -> dict:
         "teachers": res["references"]["teachers"]["train"]["mean"], "accept_rate": res["relabel"]["accept_rate"]}
 
 
+def test_runs_table_has_a_row_per_run_and_method(smoke_run):
+    from mbml.report import runs_table
+
+    _, res = smoke_run
+    rows = runs_table([res, res]).splitlines()[2:]
+    assert len(rows) == 2 * len(res["methods"])
+    m, v = next(iter(res["methods"].items()))
+    assert f"`{m}`" in rows[0] and f"{v['test']['mean']:.2f}" in rows[0] and "`point-nav` | smoke" in rows[0]
+
+
 def test_regression_against_committed_result(smoke_run):
     """Same seed, same machine type: the smoke pipeline's scores match the committed ones."""
     _, res = smoke_run
