@@ -126,6 +126,26 @@ def _summary(res: dict) -> dict:
         "teachers": res["references"]["teachers"]["train"]["mean"], "accept_rate": res["relabel"]["accept_rate"]}
 
 
+def test_protocol_repeats_are_averaged(tmp_path):
+    """`eval.repeats` runs of the protocol per task with keys key, fold_in(key, 1), ...: their mean."""
+    import jax
+    import jax.numpy as jnp
+
+    from mbml.evaluate import evaluate_student
+
+    cfg = preset("point-nav", "smoke")
+    assert cfg.eval.repeats == 2
+    run = Run.open(tmp_path / "run", cfg)
+    params, key = run.student_template(), jax.random.PRNGKey(3)
+    got = run.evaluate_student(params, run.family.test_tasks, key)
+    tasks = jnp.asarray(run.family.test_tasks, jnp.float32)
+    each = [evaluate_student(run.family, cfg.distill, cfg.eval, cfg.bcq.phi, params, tasks, k)
+            for k in (key, jax.random.fold_in(key, 1))]
+    np.testing.assert_allclose(got["score"], (np.asarray(each[0]["score"]) + np.asarray(each[1]["score"])) / 2,
+                               rtol=1e-6)
+    np.testing.assert_array_equal(got["posterior_means"], np.asarray(each[0]["posterior_means"]))
+
+
 def test_runs_table_has_a_row_per_run_and_method(smoke_run):
     from mbml.report import runs_table
 
