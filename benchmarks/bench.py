@@ -48,10 +48,12 @@ def matmul_peak(n=2048) -> float:
 
 
 def fake_data(k, n, obs_dim, act_dim, key):
+    """`transitions.device_data` of random transitions: one episode per task."""
     ks = jax.random.split(key, 4)
     return {"obs": jax.random.normal(ks[0], (k, n, obs_dim)), "actions": jax.random.uniform(ks[1], (k, n, act_dim), minval=-1, maxval=1),
-            "rewards": jax.random.normal(ks[2], (k, n)), "next_obs": jax.random.normal(ks[3], (k, n, obs_dim)),
-            "terminals": jnp.zeros((k, n))}
+            "rewards": jax.random.normal(ks[2], (k, n)), "terminals": jnp.zeros((k, n)),
+            "finals": jax.random.normal(ks[3], (k, 1, obs_dim)),
+            "final_slot": jnp.full((k, n), -1, jnp.int32).at[:, -1].set(0)}
 
 
 def main():

@@ -14,28 +14,82 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import serialization
 
 from mbml import sac
 from mbml.config import SACConfig
-from mbml.data import Dataset
+from mbml.data import Dataset, final_table
 from mbml.errors import MbmlError
 from mbml.families import Family
 from mbml.nets import lift
 from mbml.train_loop import run_chunks
+from mbml.transitions import gather
 
+
+# ---------------------------------------------------------------------- replay buffers (both collectors)
+
+def empty_buffer(k: int, n: int, obs_dim: int, act_dim: int, finals: int, extras: dict | None = None) -> dict:
+    """K tasks' replay buffers for n steps, laid out as `transitions.device_data` with one more
+    observation row: row t + 1 of `obs` is the observation after step t (the next one, or the reset
+    after an episode end), and the next observations of episode ends go to `finals` (room for
+    `finals` of them, grown by `grow_finals`) at row `final_slot[t]`; `ends` counts them."""
+    return {"obs": jnp.zeros((k, n + 1, obs_dim)), "actions": jnp.zeros((k, n, act_dim)), "rewards": jnp.zeros((k, n)),
+            "terminals": jnp.zeros((k, n), bool), "timeouts": jnp.zeros((k, n), bool),
+            "final_slot": jnp.full((k, n), -1, jnp.int32), "finals": jnp.zeros((k, finals, obs_dim)),
+            "ends": jnp.zeros(k, jnp.int32), **{f"extra_{name}": v for name, v in (extras or {}).items()}}
+
+
+def grow_finals(buf: dict, need: int) -> dict:
+    """The buffer with room for `need` episode ends per task (at least doubled when it grows)."""
+    k, cap, d = buf["finals"].shape
+    if need <= cap:
+        return buf
+    more = jnp.zeros((k, max(need, 2 * cap) - cap, d), buf["finals"].dtype)
+    return {**buf, "finals": jnp.concatenate([buf["finals"], more], 1)}
+
+
+def buffer_dataset(buf: dict, tasks: np.ndarray, meta: dict) -> Dataset:
+    """The dataset of full replay buffers (host arrays)."""
+    n = buf["rewards"].shape[1]
+    ends = buf["terminals"] | buf["timeouts"]
+    extras = {name[6:]: v for name, v in buf.items() if name.startswith("extra_")}
+    return Dataset(observations=buf["obs"][:, :n], actions=buf["actions"], rewards=buf["rewards"],
+                   final_observations=final_table(buf["obs"], buf["finals"], ends), terminals=buf["terminals"],
+                   timeouts=buf["timeouts"], tasks=np.asarray(tasks), extras=extras, meta=meta)
+
+
+def run_collection(carry, total: int, chunk: int, advance: Callable, ckpt: Path | None,
+                   progress: Callable[[int, int], None] | None):
+    """`run_chunks`, with a one-line error for a checkpoint of the collection before next
+    observations were derived (its buffer does not fit the current one and cannot be resumed)."""
+    try:
+        return run_chunks(carry, total, chunk, advance, ckpt, progress)
+    except MbmlError as e:
+        if ckpt is None or not str(e).startswith("corrupt checkpoint") or not _stores_next_observations(ckpt):
+            raise
+        raise MbmlError(f"{ckpt} was written by an older mbml (its replay buffer stores next observations) and "
+                        "cannot be resumed; delete it to collect again from the start") from None
+
+
+def _stores_next_observations(ckpt: Path) -> bool:
+    try:
+        return "next_observations" in serialization.msgpack_restore(Path(ckpt).read_bytes())["carry"]["buf"]
+    except Exception:  # unreadable for another reason: the original error stands
+        return False
+
+
+# ---------------------------------------------------------------------- jitted collection (pure-JAX envs)
 
 def _init_carry(family: Family, cfg: SACConfig, tasks, key):
     def one(task, k):
         k_sac, k_env, k_run = jax.random.split(k, 3)
         env_state, obs = family.jax_env.reset(k_env, task)
-        n, d, a = cfg.total_steps, family.obs_dim, family.act_dim
-        buf = {"observations": jnp.zeros((n, d)), "actions": jnp.zeros((n, a)), "rewards": jnp.zeros(n),
-               "next_observations": jnp.zeros((n, d)), "terminals": jnp.zeros(n, bool),
-               "timeouts": jnp.zeros(n, bool)}
-        return {"sac": sac.init(cfg, k_sac, d, a), "env": env_state, "obs": obs,
-                "ep_step": jnp.zeros((), jnp.int32), "buf": buf, "key": k_run}
+        return {"sac": sac.init(cfg, k_sac, family.obs_dim, family.act_dim), "env": env_state, "obs": obs,
+                "ep_step": jnp.zeros((), jnp.int32), "key": k_run}
 
-    return jax.vmap(one)(tasks, jax.random.split(key, len(tasks)))
+    carry = jax.vmap(one)(tasks, jax.random.split(key, len(tasks)))
+    buf = empty_buffer(len(tasks), cfg.total_steps, family.obs_dim, family.act_dim, 0)
+    return {**carry, "buf": {**buf, "obs": buf["obs"].at[:, 0].set(carry["obs"])}}
 
 
 def _step_one(family: Family, cfg: SACConfig, carry, task, t):
@@ -44,19 +98,19 @@ def _step_one(family: Family, cfg: SACConfig, carry, task, t):
     action, _ = sac.sample_action(cfg, carry["sac"].actor, carry["obs"], k_act, a_dim)
     env_state, next_obs, reward, terminal = env.step(carry["env"], action, task)
     timeout = (carry["ep_step"] + 1 >= horizon) & ~terminal
-    item = {"observations": carry["obs"], "actions": action, "rewards": reward,
-            "next_observations": next_obs, "terminals": terminal, "timeouts": timeout}
-    buf = jax.tree.map(lambda b, v: b.at[t].set(v), carry["buf"], item)
     reset_state, reset_obs = env.reset(k_reset, task)
     done = terminal | timeout
     env_state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, env_state)
     obs = jnp.where(done, reset_obs, next_obs)
+    b, slot = carry["buf"], jnp.where(done, carry["buf"]["ends"], -1)
+    item = {"actions": action, "rewards": reward, "terminals": terminal, "timeouts": timeout, "final_slot": slot}
+    buf = {**b, **{name: b[name].at[t].set(v) for name, v in item.items()}, "obs": b["obs"].at[t + 1].set(obs),
+           "finals": b["finals"].at[jnp.where(done, slot, b["finals"].shape[0])].set(next_obs, mode="drop"),
+           "ends": b["ends"] + done}
 
     def learn(state):
         idx = jax.random.randint(k_idx, (cfg.batch_size,), 0, t + 1)
-        b = {"obs": buf["observations"][idx], "actions": buf["actions"][idx], "rewards": buf["rewards"][idx],
-             "next_obs": buf["next_observations"][idx], "terminals": buf["terminals"][idx].astype(jnp.float32)}
-        return sac.update(cfg, state, b, k_upd, a_dim)[0]
+        return sac.update(cfg, state, gather(buf, idx), k_upd, a_dim)[0]
 
     state = jax.lax.cond(t >= cfg.warmup_steps, learn, lambda s: s, carry["sac"])
     return {"sac": state, "env": env_state, "obs": obs, "ep_step": jnp.where(done, 0, carry["ep_step"] + 1),
@@ -81,14 +135,19 @@ def collect(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", chunk:
     tasks = jnp.asarray(family.train_tasks, jnp.float32)
     carry = _init_carry(family, cfg, tasks, key)
     total = cfg.total_steps
+    # The table of episode ends' next observations has room for a chunk's worst case (every step
+    # ends an episode) before each chunk runs, so no family has to say whether it can terminate.
+    # Sized from the time limit plus one chunk, it never grows without terminations (point-nav:
+    # N / 20 + 1000 rows instead of N); with them it doubles, recompiling the chunk, when needed.
+    carry["buf"] = grow_finals(carry["buf"], min(-(-total // family.horizon) + chunk, total))
 
     def advance(c, done, n):
+        c = {**c, "buf": grow_finals(c["buf"], min(int(np.max(c["buf"]["ends"])) + n, total))}
         return _chunk(family, cfg, lift_mode, n, c, tasks, jnp.asarray(done))
 
-    carry = run_chunks(carry, total, chunk, advance, ckpt, progress)
-    buf = jax.device_get(carry["buf"])
-    return Dataset(**{k: np.asarray(v) for k, v in buf.items()}, tasks=np.asarray(family.train_tasks),
-                   meta={"family": family.name, "source": "sac", "sac_steps": total})
+    carry = run_collection(carry, total, chunk, advance, ckpt, progress)
+    return buffer_dataset(jax.device_get(carry["buf"]), family.train_tasks,
+                          {"family": family.name, "source": "sac", "sac_steps": total})
 
 
 def episode_returns(ds: Dataset) -> np.ndarray:

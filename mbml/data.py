@@ -1,4 +1,4 @@
-"""The multi-task dataset format (version 1).
+"""The multi-task dataset format (version 2).
 
 A dataset is a folder holding one `.npy` file per array, each with a leading task axis, and
 `meta.json`:
@@ -8,19 +8,30 @@ A dataset is a folder holding one `.npy` file per array, each with a leading tas
 | observations        | [K, N, obs]  | float32 | s_t                                                  |
 | actions             | [K, N, act]  | float32 | a_t in [-1, 1]                                       |
 | rewards             | [K, N]       | float32 | r_t                                                  |
-| next_observations   | [K, N, obs]  | float32 | s_{t+1} (the true next state, also at episode ends)  |
+| final_observations  | [K, M, obs]  | float32 | s_{t+1} where t ends an episode or is the last one   |
 | terminals           | [K, N]       | bool    | the environment terminated (no bootstrapping)        |
 | timeouts            | [K, N]       | bool    | the episode was cut by its time limit (bootstrap)    |
 | tasks               | [K, P]       | float64 | each task's parameters                               |
 | extra_<name>        | [K, N, ...]  | float32 | per-step quantities a family's true reward needs     |
 
 Transitions are in collection order (each task's batch is its agent's learning history); an
-episode ends where `terminals | timeouts`. Arrays load memory-mapped (nothing is read twice into
-RAM), files are never unpickled, and everything is validated on load.
+episode ends where `terminals | timeouts`. Next observations are not stored as a second copy: the
+next observation of transition t is `observations[t + 1]`, except at episode ends and at each
+task's last transition, whose true next observations are the rows of `final_observations`, in
+order (row r of task k: the r-th such transition of task k; M is the largest number of them in
+any task, and the unused rows of the other tasks are zero). `Dataset.next_obs(task)` gives one
+task's next observations; `Dataset.from_tasks` / `from_arrays` take them and check that they
+follow this rule.
+
+Arrays load memory-mapped (nothing is read twice into RAM), files are never unpickled, and
+everything is validated on load. Version 1 folders (a full `next_observations` [K, N, obs] instead
+of `final_observations`) still load: the end rows are read from the memory-mapped file and the
+rest is checked against the observations.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,17 +41,56 @@ import numpy as np
 from mbml.errors import MbmlError
 from mbml.io import read_json, replace_dir, write_json
 
-FORMAT, VERSION = "mbml-dataset", 1
+FORMAT, VERSION = "mbml-dataset", 2
+READS = (1, 2)
+"""Format versions `load` reads (version 1 stored `next_observations` in full)."""
 _CORE = {"observations": np.float32, "actions": np.float32, "rewards": np.float32,
-         "next_observations": np.float32, "terminals": np.bool_, "timeouts": np.bool_}
+         "final_observations": np.float32, "terminals": np.bool_, "timeouts": np.bool_}
+_GIVEN = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
+"""The per-transition arrays users give (`from_tasks`, `from_arrays`)."""
+_CHECK_BYTES = 2 ** 24
+"""Bytes of next observations compared per step (so memory-mapped data are read a slice at a time)."""
+
+
+def final_mask(terminals: np.ndarray, timeouts: np.ndarray) -> np.ndarray:
+    """[K, N] bool: the transitions whose next observation is a row of `final_observations`
+    (episode ends and each task's last transition)."""
+    mask = np.asarray(terminals) | np.asarray(timeouts)
+    if mask.shape[-1]:
+        mask[..., -1] = True
+    return mask
+
+
+def final_slots(terminals: np.ndarray, timeouts: np.ndarray) -> np.ndarray:
+    """int32 [K, N]: the row of `final_observations` holding transition t's next observation, -1
+    where it is `observations[t + 1]`."""
+    mask = final_mask(terminals, timeouts)
+    return np.where(mask, np.cumsum(mask, -1, dtype=np.int32) - 1, -1).astype(np.int32)
+
+
+def final_table(observations: np.ndarray, finals: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """`final_observations` of the first n = ends.shape[1] transitions: per task the rows of its
+    episode ends (`ends` [K, n] = terminals | timeouts, whose next observations are the first rows of
+    `finals`, in order), then `observations[n]` where transition n-1 ends no episode."""
+    k, n = ends.shape
+    counts = ends.sum(1)
+    open_end = ~ends[:, n - 1]
+    out = np.zeros((k, int((counts + open_end).max()), observations.shape[-1]), np.float32)
+    for t in range(k):
+        out[t, :counts[t]] = finals[t, :counts[t]]
+        if open_end[t]:
+            out[t, counts[t]] = observations[t, n]
+    return out
 
 
 @dataclass
 class Dataset:
+    """K tasks' transitions in the format above; `next_obs(task)` gives a task's next observations."""
+
     observations: np.ndarray
     actions: np.ndarray
     rewards: np.ndarray
-    next_observations: np.ndarray
+    final_observations: np.ndarray
     terminals: np.ndarray
     timeouts: np.ndarray
     tasks: np.ndarray
@@ -61,22 +111,52 @@ class Dataset:
         out.update({f"extra_{k}": v for k, v in self.extras.items()})
         return out
 
+    def final_slots(self) -> np.ndarray:
+        """int32 [K, N]: see `final_slots`."""
+        return final_slots(self.terminals, self.timeouts)
+
+    def next_obs(self, task: int, idx: np.ndarray | None = None) -> np.ndarray:
+        """Next observations of task `task`'s transitions `idx` (default: all), [len(idx), obs] float32."""
+        n = self.num_transitions
+        idx = np.arange(n) if idx is None else np.asarray(idx, np.int64)
+        slot = final_slots(self.terminals[task], self.timeouts[task])[idx]
+        out = np.asarray(self.observations[task][np.minimum(idx + 1, n - 1)], np.float32)
+        out[slot >= 0] = self.final_observations[task][slot[slot >= 0]]
+        return out
+
     def head(self, n: int) -> "Dataset":
         """The first n transitions of every task (the authors' `bcq_interactions` cut, spec §2)."""
         if n <= 0 or n >= self.num_transitions:
             return self
-        cut = {k: getattr(self, k)[:, :n] for k in _CORE}
-        return Dataset(**cut, tasks=self.tasks, extras={k: v[:, :n] for k, v in self.extras.items()},
-                       meta=dict(self.meta))
+        cut = {k: getattr(self, k)[:, :n] for k in _CORE if k != "final_observations"}
+        finals = final_table(self.observations, self.final_observations, self.terminals[:, :n] | self.timeouts[:, :n])
+        return Dataset(**cut, final_observations=finals, tasks=self.tasks,
+                       extras={k: v[:, :n] for k, v in self.extras.items()}, meta=dict(self.meta))
+
+    @staticmethod
+    def from_arrays(observations, actions, rewards, next_observations, terminals, timeouts, tasks,
+                    extras: dict | None = None, meta: dict | None = None) -> "Dataset":
+        """A dataset from stacked arrays [K, N, ...] with full next observations, which must be the
+        following transition's observation wherever no episode ends (else a one-line MbmlError)."""
+        obs = np.asarray(observations, np.float32)
+        if np.shape(next_observations) != obs.shape:
+            raise MbmlError(f"next_observations has shape {np.shape(next_observations)}, expected {obs.shape}")
+        ds = Dataset(observations=obs, actions=np.asarray(actions, np.float32),
+                     rewards=np.asarray(rewards, np.float32), final_observations=np.zeros((0, 0, 0), np.float32),
+                     terminals=np.asarray(terminals, np.bool_), timeouts=np.asarray(timeouts, np.bool_),
+                     tasks=np.asarray(tasks, np.float64),
+                     extras={k: np.asarray(v, np.float32) for k, v in (extras or {}).items()}, meta=dict(meta or {}))
+        return _with_next_observations(ds, next_observations)
 
     @staticmethod
     def from_tasks(per_task: list[dict[str, np.ndarray]], tasks: np.ndarray, meta: dict | None = None) -> "Dataset":
-        """Stack per-task dicts of arrays (same keys as the format) into one dataset, checking they agree."""
+        """Stack per-task dicts of arrays (observations, actions, rewards, next_observations,
+        terminals, timeouts, and extras by name) into one dataset, checking they agree."""
         if not per_task:
             raise MbmlError("no tasks given")
         first = per_task[0]
         for i, d in enumerate(per_task):
-            for k in _CORE:
+            for k in _GIVEN:
                 if k not in d:
                     raise MbmlError(f"task {i}: missing array {k!r}")
             if np.shape(d["observations"])[-1] != np.shape(first["observations"])[-1]:
@@ -91,21 +171,64 @@ class Dataset:
             if len(set(lengths.values())) != 1 or len(d["observations"]) != len(first["observations"]):
                 raise MbmlError(f"tasks have different numbers of transitions (task 0: {len(first['observations'])}, "
                                 f"task {i}: {lengths}); cut them to the same length")
-        arrays = {k: np.stack([np.asarray(d[k], _CORE[k]) for d in per_task]) for k in _CORE}
-        extra_keys = [k for k in first if k not in _CORE]
-        extras = {k: np.stack([np.asarray(d[k], np.float32) for d in per_task]) for k in extra_keys}
-        ds = Dataset(**arrays, tasks=np.asarray(tasks, np.float64), extras=extras, meta=dict(meta or {}))
-        validate(ds)
-        return ds
+            if np.shape(d["next_observations"]) != np.shape(d["observations"]):
+                raise MbmlError(f"task {i}: next_observations has shape {np.shape(d['next_observations'])}, "
+                                f"observations {np.shape(d['observations'])}")
+        dtypes = {**_CORE, "next_observations": np.float32}
+        arrays = {k: np.stack([np.asarray(d[k], dtypes[k]) for d in per_task])
+                  for k in _GIVEN if k != "next_observations"}
+        extras = {k: np.stack([np.asarray(d[k], np.float32) for d in per_task]) for k in first if k not in _GIVEN}
+        ds = Dataset(**arrays, final_observations=np.zeros((0, 0, 0), np.float32), tasks=np.asarray(tasks, np.float64),
+                     extras=extras, meta=dict(meta or {}))
+        return _with_next_observations(ds, [d["next_observations"] for d in per_task])
 
 
-def validate(ds: Dataset, min_tasks: int = 1) -> None:
-    """Shapes agree, values are finite, flags are boolean. Raises a one-line MbmlError."""
+def _with_next_observations(ds: Dataset, nexts, where: str = "", min_tasks: int = 1) -> Dataset:
+    """Fill `ds.final_observations` from full next observations (`nexts[t]`: task t's [N, obs], in
+    RAM or memory-mapped), validate, and check the other next observations are the following
+    transitions' observations, bit for bit. `where` prefixes error messages."""
+    _check_layout(ds)
+    k, n, d = ds.observations.shape
+    mask = final_mask(ds.terminals, ds.timeouts)
+    rows = [np.asarray(nexts[t][np.flatnonzero(mask[t])], np.float32) for t in range(k)]
+    ds.final_observations = np.zeros((k, max(len(r) for r in rows), d), np.float32)
+    for t, r in enumerate(rows):
+        ds.final_observations[t, :len(r)] = r
+    validate(ds, min_tasks)
+    for t in range(k):
+        i = _first_mismatch(nexts[t][:n - 1], ds.observations[t, 1:], mask[t, :n - 1])
+        if i >= 0:
+            raise _not_following(where, t, i)
+    return ds
+
+
+def _first_mismatch(given, following, ends: np.ndarray) -> int:
+    """The first row where next observations `given` [n, obs] differ, bit for bit, from the following
+    observations `following` [n, obs] although `ends` [n] marks no episode end there; -1 if none.
+    Compared _CHECK_BYTES at a time, so memory-mapped arrays are read a slice at a time."""
+    step = max(1, _CHECK_BYTES // (4 * max(np.shape(given)[-1], 1)))
+    for s in range(0, len(ends), step):
+        e = min(s + step, len(ends))
+        a = np.ascontiguousarray(given[s:e], np.float32).view(np.uint32)
+        b = np.ascontiguousarray(following[s:e], np.float32).view(np.uint32)
+        bad = (a != b).any(-1) & ~ends[s:e]
+        if bad.any():
+            return s + int(np.argmax(bad))
+    return -1
+
+
+def _not_following(where: str, task: int, i: int) -> MbmlError:
+    return MbmlError(f"{where}next_observations of task {task} at transition {i} is not the observation of "
+                     f"transition {i + 1}, yet no episode ends there; mark episode ends with `timeouts` "
+                     "(next observations are derived from the following observations)")
+
+
+def _check_layout(ds: Dataset, min_tasks: int = 1) -> None:
+    """Shapes and flags of every array but `final_observations` agree. Raises a one-line MbmlError."""
     if ds.observations.ndim != 3:
         raise MbmlError(f"observations must have shape [tasks, transitions, obs_dim], got {ds.observations.shape}")
-    k, n, d = ds.observations.shape
-    want = {"actions": (k, n, None), "rewards": (k, n), "next_observations": (k, n, d),
-            "terminals": (k, n), "timeouts": (k, n)}
+    k, n, _ = ds.observations.shape
+    want = {"actions": (k, n, None), "rewards": (k, n), "terminals": (k, n), "timeouts": (k, n)}
     for name, shape in want.items():
         got = getattr(ds, name).shape
         if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got)):
@@ -122,7 +245,17 @@ def validate(ds: Dataset, min_tasks: int = 1) -> None:
         raise MbmlError(f"the dataset has {k} task(s); multi-task batch RL needs at least {min_tasks}")
     if n == 0:
         raise MbmlError("the dataset has no transitions")
-    for name in ("observations", "actions", "rewards", "next_observations", *[f"extra_{e}" for e in ds.extras]):
+
+
+def validate(ds: Dataset, min_tasks: int = 1) -> None:
+    """Shapes agree, values are finite, flags are boolean. Raises a one-line MbmlError."""
+    _check_layout(ds, min_tasks)
+    k, n, d = ds.observations.shape
+    m = int(final_mask(ds.terminals, ds.timeouts).sum(1).max())
+    if ds.final_observations.shape != (k, m, d):
+        raise MbmlError(f"final_observations has shape {ds.final_observations.shape}, expected {(k, m, d)} "
+                        "(a row per episode end and last transition of the task with the most)")
+    for name in ("observations", "actions", "rewards", "final_observations", *[f"extra_{e}" for e in ds.extras]):
         arr = ds.extras[name[6:]] if name.startswith("extra_") else getattr(ds, name)
         for t in range(k):  # per task, so memory-mapped arrays are checked a slice at a time
             bad = ~np.isfinite(arr[t])
@@ -131,7 +264,7 @@ def validate(ds: Dataset, min_tasks: int = 1) -> None:
 
 
 def save(ds: Dataset, path: Path) -> None:
-    """Write `ds` as a dataset folder, atomically (the folder appears only once complete)."""
+    """Write `ds` as a dataset folder (format version 2), atomically (the folder appears only once complete)."""
     validate(ds)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,35 +272,187 @@ def save(ds: Dataset, path: Path) -> None:
     arrays = ds.arrays()
     for name, arr in arrays.items():
         np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
-    k, n, d = ds.observations.shape
-    meta = {"format": FORMAT, "version": VERSION, "num_tasks": k, "num_transitions": n,
-            "obs_dim": d, "act_dim": ds.actions.shape[-1],
-            "arrays": {name: {"shape": list(a.shape), "dtype": str(a.dtype)} for name, a in arrays.items()},
-            "meta": ds.meta}
-    write_json(tmp / "meta.json", meta)
+    write_json(tmp / "meta.json", _description(ds))
     replace_dir(tmp, path)
 
 
+def _description(ds: Dataset) -> dict:
+    """The dataset folder's meta.json."""
+    k, n, d = ds.observations.shape
+    return {"format": FORMAT, "version": VERSION, "num_tasks": k, "num_transitions": n,
+            "obs_dim": d, "act_dim": ds.actions.shape[-1],
+            "arrays": {name: {"shape": list(a.shape), "dtype": str(a.dtype)} for name, a in ds.arrays().items()},
+            "meta": ds.meta}
+
+
+class DatasetWriter:
+    """Writes a dataset folder (format version 2) a piece at a time, never holding it in memory.
+
+    Every array is a `.npy` file memory-mapped (`np.lib.format.open_memmap`) in a hidden staging
+    folder next to `path`. `append(task, ...)` adds transitions to the end of a task's, given as
+    `Dataset.from_tasks` takes them (next observations in full), and checks them as `from_tasks` and
+    `validate` do, a piece at a time: shapes, finite values, and next observations that are the
+    following observations wherever no episode ends (their rows go to `final_observations`).
+    `close()` checks that every task is complete, moves the folder into place atomically (as `save`
+    does) and returns the dataset, memory-mapped. Used as a context manager, it closes on success and
+    on any error removes the staging folder, leaving an existing `path` as it was.
+
+    `num_finals` is M of the module docstring: the most episode ends (the last transition counts) of
+    any task. `extras` maps each extra's name to its per-step shape.
+    """
+
+    def __init__(self, path: Path, tasks: np.ndarray, num_transitions: int, num_finals: int, obs_dim: int,
+                 act_dim: int, extras: dict[str, tuple[int, ...]] | None = None, meta: dict | None = None,
+                 min_tasks: int = 1):
+        tasks = np.asarray(tasks, np.float64)
+        k, n, m = len(tasks) if tasks.ndim else 0, int(num_transitions), int(num_finals)
+        shapes = {"observations": (k, n, obs_dim), "actions": (k, n, act_dim), "rewards": (k, n),
+                  "final_observations": (k, m, obs_dim), "terminals": (k, n), "timeouts": (k, n),
+                  **{f"extra_{e}": (k, n, *shape) for e, shape in (extras or {}).items()}}
+        dtypes = {name: _CORE.get(name, np.float32) for name in shapes}
+        # checked before anything is written, on arrays of the final shapes that take no memory
+        _check_layout(_assemble({name: np.broadcast_to(np.zeros((), dtypes[name]), shape)
+                                 for name, shape in shapes.items()}, tasks, {}), min_tasks)
+        if not 1 <= m <= n:
+            raise MbmlError(f"num_finals is {m}; each task has 1 to {n} episode ends (its last transition counts)")
+        self.path, self._tasks, self._meta = Path(path), tasks, dict(meta or {})
+        self._filled, self._finals, self._pending = [0] * k, [0] * k, [None] * k
+        self._result: Dataset | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}."))
+        self._arrays: dict[str, np.ndarray] = {}
+        try:
+            for name, shape in shapes.items():
+                self._arrays[name] = np.lib.format.open_memmap(self._tmp / f"{name}.npy", "w+", dtypes[name], shape)
+        except BaseException:
+            self.abort()
+            raise
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None and self._arrays:
+            self.close()
+        else:
+            self.abort()
+
+    def append(self, task: int, observations, actions, rewards, next_observations, terminals, timeouts,
+               **extras) -> None:
+        """Add T transitions (arrays [T, ...], T may be 0) after those task `task` already has."""
+        self._check_open()
+        k, n, _ = self._arrays["observations"].shape
+        if not 0 <= task < k:
+            raise MbmlError(f"task {task} does not exist; the dataset has {k} tasks")
+        given = {"observations": observations, "actions": actions, "rewards": rewards, "terminals": terminals,
+                 "timeouts": timeouts, **{f"extra_{e}": v for e, v in extras.items()}}
+        if set(given) != set(self._arrays) - {"final_observations"}:
+            want = sorted(name[6:] for name in self._arrays if name.startswith("extra_"))
+            raise MbmlError(f"task {task}: extras {sorted(extras)} given, the dataset has {want}")
+        given = {name: np.asarray(v, self._arrays[name].dtype) for name, v in given.items()}
+        given["next_observations"] = np.asarray(next_observations, np.float32)
+        start, steps = self._filled[task], np.shape(given["rewards"])[0] if np.ndim(given["rewards"]) else 0
+        if start + steps > n:
+            raise MbmlError(f"task {task} would have {start + steps} transitions; the dataset has {n}")
+        for name, arr in given.items():
+            want = (steps, *self._arrays[name if name != "next_observations" else "observations"].shape[2:])
+            if arr.shape != want:
+                raise MbmlError(f"task {task}: {name} has shape {arr.shape}, expected {want}")
+        if not steps:
+            return
+        nxt, obs = given.pop("next_observations"), given["observations"]
+        ends = given["terminals"] | given["timeouts"]
+        ends[-1] |= start + steps == n
+        finals = nxt[ends]
+        for name, arr in (*given.items(), ("next_observations", finals)):
+            bad = 0 if arr.dtype == np.bool_ else int((~np.isfinite(arr)).sum())
+            if bad:
+                raise MbmlError(f"{name} of task {task} holds {bad} NaN or infinite value(s) "
+                                f"in transitions {start} to {start + steps - 1}")
+        pending = self._pending[task]
+        if pending is not None and _first_mismatch(pending[None], obs[:1], np.zeros(1, bool)) >= 0:
+            raise _not_following("", task, start - 1)
+        i = _first_mismatch(nxt[:-1], obs[1:], ends[:-1])
+        if i >= 0:
+            raise _not_following("", task, start + i)
+        r, m = self._finals[task], self._arrays["final_observations"].shape[1]
+        if r + len(finals) > m:
+            raise MbmlError(f"task {task} has more than num_finals={m} episode ends (its last transition counts)")
+        for name, arr in given.items():
+            self._arrays[name][task, start:start + steps] = arr
+        self._arrays["final_observations"][task, r:r + len(finals)] = finals
+        self._filled[task], self._finals[task] = start + steps, r + len(finals)
+        self._pending[task] = None if ends[-1] else nxt[-1].copy()
+
+    def close(self) -> Dataset:
+        """Check every task is complete, publish the folder at `path`; the dataset, memory-mapped."""
+        if self._result is not None:
+            return self._result
+        self._check_open()
+        try:
+            n, m = self._arrays["rewards"].shape[1], self._arrays["final_observations"].shape[1]
+            for t, filled in enumerate(self._filled):
+                if filled != n:
+                    raise MbmlError(f"task {t} has {filled} of the dataset's {n} transitions")
+            if max(self._finals) != m:
+                raise MbmlError(f"num_finals is {m}, but the task with the most episode ends (its last "
+                                f"transition counts) has {max(self._finals)}")
+            for arr in self._arrays.values():
+                arr.flush()
+            np.save(self._tmp / "tasks.npy", self._tasks, allow_pickle=False)
+            write_json(self._tmp / "meta.json", _description(_assemble(self._arrays, self._tasks, self._meta)))
+            names, self._arrays = list(self._arrays), {}
+            replace_dir(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        arrays = {name: np.load(self.path / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in names}
+        self._result = _assemble(arrays, np.load(self.path / "tasks.npy"), self._meta)
+        return self._result
+
+    def abort(self) -> None:
+        """Remove the staging folder, unless closed: nothing is written to `path`."""
+        self._arrays = {}
+        if self._result is None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _check_open(self) -> None:
+        if not self._arrays:
+            raise MbmlError(f"the dataset writer for {self.path} is closed")
+
+
+def _assemble(arrays: dict[str, np.ndarray], tasks: np.ndarray, meta: dict) -> Dataset:
+    """A Dataset of the arrays named as in a dataset folder (`extra_<name>` for extras)."""
+    return Dataset(**{k: arrays[k] for k in _CORE}, tasks=tasks,
+                   extras={k[6:]: v for k, v in arrays.items() if k.startswith("extra_")}, meta=meta)
+
+
 def load(path: Path, mmap: bool = True, min_tasks: int = 1) -> Dataset:
-    """Read and validate a dataset folder; arrays are memory-mapped unless mmap=False."""
+    """Read and validate a dataset folder; arrays are memory-mapped unless mmap=False.
+
+    Version 1 folders are converted in memory: only the end rows of their `next_observations.npy`
+    are kept (read through a memory map whatever `mmap` says), after checking the rest."""
     path = Path(path)
     if not (path / "meta.json").exists():
         raise MbmlError(f"{path} is not an mbml dataset (no meta.json)")
     meta = read_json(path / "meta.json")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise MbmlError(f"{path}/meta.json is not an mbml dataset description")
-    if meta.get("version") != VERSION:
-        raise MbmlError(f"{path}: dataset format version {meta.get('version')} is not supported (this mbml reads {VERSION})")
+    version = meta.get("version")
+    if type(version) is not int or version not in READS:
+        raise MbmlError(f"{path}: dataset format version {version!r} is not supported "
+                        f"(this mbml reads {' and '.join(map(str, READS))})")
     specs = meta.get("arrays")
     if not isinstance(specs, dict) or not all(
             isinstance(v, dict) and isinstance(v.get("shape"), list) and isinstance(v.get("dtype"), str)
             for v in specs.values()):
         raise MbmlError(f"{path}/meta.json: 'arrays' must map names to {{shape, dtype}}")
+    next_name = "next_observations" if version == 1 else "final_observations"
     arrays = {}
     for name, spec in specs.items():
         f = path / f"{name}.npy"
         try:
-            arr = np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
+            arr = np.load(f, mmap_mode="r" if mmap or name == "next_observations" else None, allow_pickle=False)
         except FileNotFoundError:
             raise MbmlError(f"dataset file {f} is missing") from None
         except (ValueError, OSError, EOFError) as e:
@@ -176,11 +461,21 @@ def load(path: Path, mmap: bool = True, min_tasks: int = 1) -> Dataset:
             raise MbmlError(f"dataset file {f} has shape {list(arr.shape)} {arr.dtype}, "
                             f"meta.json says {spec['shape']} {spec['dtype']}")
         arrays[name] = arr
-    missing = [k for k in (*_CORE, "tasks") if k not in arrays]
+    missing = [k for k in (*_CORE, "tasks") if k not in arrays and k != "final_observations"]
+    missing += [next_name] if next_name not in arrays else []
     if missing:
         raise MbmlError(f"dataset {path} lacks arrays: {', '.join(missing)}")
     extras = {k[6:]: v for k, v in arrays.items() if k.startswith("extra_")}
-    ds = Dataset(**{k: arrays[k] for k in _CORE}, tasks=np.asarray(arrays["tasks"]), extras=extras,
-                 meta=meta.get("meta", {}))
+    core = {k: arrays[k] for k in _CORE if k != "final_observations"}
+    if version == 1:
+        nxt = arrays["next_observations"]
+        if nxt.shape != core["observations"].shape or nxt.dtype != np.float32:
+            raise MbmlError(f"dataset file {path / 'next_observations.npy'} has shape {list(nxt.shape)} {nxt.dtype}, "
+                            f"expected {list(core['observations'].shape)} float32")
+        ds = Dataset(**core, final_observations=np.zeros((0, 0, 0), np.float32), tasks=np.asarray(arrays["tasks"]),
+                     extras=extras, meta=meta.get("meta", {}))
+        return _with_next_observations(ds, nxt, f"{path}: ", min_tasks)
+    ds = Dataset(**core, final_observations=arrays["final_observations"], tasks=np.asarray(arrays["tasks"]),
+                 extras=extras, meta=meta.get("meta", {}))
     validate(ds, min_tasks=min_tasks)
     return ds

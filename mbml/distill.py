@@ -27,6 +27,7 @@ from mbml.config import BCQConfig, DistillConfig
 from mbml.sac import DoubleQ
 from mbml.nets import MLP
 from mbml.train_loop import run_chunks
+from mbml.transitions import take
 
 
 class Method(NamedTuple):
@@ -43,13 +44,9 @@ METHODS = {
 }
 
 
-def _take(a, idx):
-    """a: [K, N, ...], idx: [K, ...] -> per-task gather."""
-    return jax.vmap(lambda x, i: x[i])(a, idx)
-
-
 def _ctx(data, idx):
-    return S.context(*(_take(data[f], idx) for f in ("obs", "actions", "rewards", "next_obs")))
+    ctx = take(data, idx)
+    return S.context(ctx["obs"], ctx["actions"], ctx["rewards"], ctx["next_obs"])
 
 
 def teacher_targets(bcq_cfg: BCQConfig, act_dim: int, teachers, obs, act, u):
@@ -86,8 +83,9 @@ def relabelled_encoder_inputs(cfg: DistillConfig, method: Method, params, data, 
     ar = jnp.arange(k)
     acc = lab["accept"][:, ar[:, None], idx]  # [K_i, K_j, C]
     rr = lab["reward"][:, ar[:, None], idx]
-    obs, act, nxt = (_take(data[f], idx) for f in ("obs", "actions", "next_obs"))
-    own = S.context(obs, act, _take(data["rewards"], idx), nxt)  # [K, C, cdim]
+    ctx = take(data, idx)
+    obs, act, nxt = ctx["obs"], ctx["actions"], ctx["next_obs"]
+    own = S.context(obs, act, ctx["rewards"], nxt)  # [K, C, cdim]
     anchors = S.context(*(jnp.broadcast_to(x[None], (k,) + x.shape) for x in (obs, act)), rr,
                         _relabelled_next_obs(lab, idx, obs, act, nxt))  # [K_i, K_j, C, cdim]
     mu_o, var_o = S.encode(cfg, params.encoder, own)
@@ -141,7 +139,8 @@ def loss_fn(cfg: DistillConfig, bcq_cfg: BCQConfig, method: Method, act_dim: int
 
     b = cfg.batch_size
     tidx = jax.random.randint(keys[3], (k, b), 0, n)
-    obs, act = _take(data["obs"], tidx), _take(data["actions"], tidx)
+    batch = take(data, tidx)
+    obs, act = batch["obs"], batch["actions"]
     u = bcq.sample_latent(keys[4], (k, b, 2 * act_dim))
     q_t, a_hat, xi_t = jax.lax.stop_gradient(teacher_targets(bcq_cfg, act_dim, teachers, obs, act, u))
     q_t = (q_t - qnorm[0]) / qnorm[1]

@@ -24,8 +24,8 @@ import optax
 from mbml.config import EnsembleConfig
 from mbml.data import Dataset
 from mbml.nets import MLP, lift
-from mbml.teachers import sample
 from mbml.train_loop import run_chunks
+from mbml.transitions import sample
 
 ACTIVATION_BUDGET = 2 ** 27
 """Floats per layer activation in one relabelling call (512 MB): bounds the rows per call."""
@@ -83,9 +83,13 @@ def init_members(cfg: EnsembleConfig, target: Target, k: int, obs_dim: int, act_
 
 
 def train_ensembles(cfg: EnsembleConfig, target: Target, data: dict, key, lift_mode: str = "vmap",
-                    ckpt: Path | None = None, progress: Callable[[int, int], None] | None = None):
-    """Train one ensemble per task on its own data; returns member params stacked [K, members, ...]."""
+                    ckpt: Path | None = None, progress: Callable[[int, int], None] | None = None,
+                    rows: np.ndarray | None = None):
+    """Train one ensemble per task on its own data (`device_data`; only the transitions `rows` of
+    every task, where given); returns member params stacked [K, members, ...]."""
     k, _, obs_dim = data["obs"].shape
+    if rows is not None:
+        data = {**data, "rows": jnp.broadcast_to(jnp.asarray(rows, jnp.int32), (k, len(rows)))}
     k_init, k_run = jax.random.split(key)
     members = init_members(cfg, target, k, obs_dim, data["actions"].shape[-1], k_init)
     carry = {"members": members, "opt": jax.vmap(optax.adam(cfg.lr).init)(members),
@@ -167,7 +171,9 @@ def relabel_next_states(cfg: EnsembleConfig, members, ds: Dataset, held: np.ndar
     if store:
         out["next_obs"] = mean
     if held is not None and held.any():
-        obs, act, nxt = (jnp.asarray(a[:, held]) for a in (ds.observations, ds.actions, ds.next_observations))
+        rows = np.flatnonzero(held)
+        obs, act = (jnp.asarray(a[:, rows]) for a in (ds.observations, ds.actions))
+        nxt = jnp.asarray(np.stack([ds.next_obs(t, rows) for t in range(k)]))
         pred = _own_mean(target, members, obs, act)
         out["next_heldout_error"] = np.asarray(jnp.abs(pred - nxt).mean((1, 2)))
         out["next_heldout_change"] = np.asarray(jnp.abs(obs - nxt).mean((1, 2)))
@@ -222,9 +228,9 @@ def true_rewards(ds: Dataset, true_reward: Callable) -> np.ndarray:
     out = np.zeros((k, k, ds.num_transitions), np.float32)
     for j in range(k):
         extras = {name: np.asarray(v[j]) for name, v in ds.extras.items()}
+        obs, act, nxt = np.asarray(ds.observations[j]), np.asarray(ds.actions[j]), ds.next_obs(j)
         for i in range(k):
-            out[i, j] = true_reward(ds.tasks[i], np.asarray(ds.observations[j]), np.asarray(ds.actions[j]),
-                                    np.asarray(ds.next_observations[j]), extras)
+            out[i, j] = true_reward(ds.tasks[i], obs, act, nxt, extras)
     return out
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from mbml import rollout, student as S
 from mbml.config import DistillConfig, EvalConfig
 from mbml.families import Family
+from mbml.transitions import take
 
 
 def score(returns, score_from: int):
@@ -67,20 +68,18 @@ def inference_diagnostic(cfg: DistillConfig, size: int, encoder, data, true_rewa
     def post(obs, act, rew, nxt):
         return S.posterior(*S.encode(cfg, encoder, S.context(obs, act, rew, nxt)))[0]
 
-    def take(a, idx):
-        return jax.vmap(lambda x, i: x[i])(a, idx)
-
     def centroid(kk):
         idx = jax.random.randint(kk, (k, size), 0, n)
-        return jax.vmap(post)(*(take(data[f], idx) for f in ("obs", "actions", "rewards", "next_obs")))
+        b = take(data, idx)
+        return jax.vmap(post)(b["obs"], b["actions"], b["rewards"], b["next_obs"])
 
     centroids = jax.vmap(centroid)(jax.random.split(k1, draws)).mean(0)  # [K, L]
 
     def one_draw(kk):
         idx = jax.random.randint(kk, (k, size), 0, n)  # per task j
-        obs, act, nxt = (take(data[f], idx) for f in ("obs", "actions", "next_obs"))
-        rew = jax.vmap(lambda r: take(r, idx))(true_rewards)  # [K_i, K_j, size]
-        mu = jax.vmap(lambda r: jax.vmap(post)(obs, act, r, nxt))(rew)  # [K_i, K_j, L]
+        b = take(data, idx)
+        rew = jax.vmap(lambda r: jax.vmap(lambda x, i: x[i])(r, idx))(true_rewards)  # [K_i, K_j, size]
+        mu = jax.vmap(lambda r: jax.vmap(post)(b["obs"], b["actions"], r, b["next_obs"]))(rew)  # [K_i, K_j, L]
         d = jnp.sum((mu[:, :, None] - centroids[None, None]) ** 2, -1)
         nearest = jnp.argmin(d, -1)  # [K_i, K_j]
         return nearest == jnp.arange(k)[:, None], nearest == jnp.arange(k)[None, :]

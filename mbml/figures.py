@@ -34,7 +34,7 @@ def datasets(run, seed: int, path: Path) -> Path:
     cmap = plt.get_cmap("viridis", k)
     rng = np.random.default_rng(0)
     for t in range(k):
-        obs = np.asarray(ds.next_observations[t])
+        obs = np.asarray(ds.observations[t])
         pick = rng.choice(len(obs), min(len(obs), 1500), replace=False)
         ax.scatter(obs[pick, 0], obs[pick, 1], s=2, alpha=0.3, color=cmap(t))
     goals = run.family.train_tasks

@@ -24,12 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from mbml import sac, student as S
+from mbml.collect import buffer_dataset, empty_buffer, grow_finals, run_collection
 from mbml.config import DistillConfig, EvalConfig, SACConfig
 from mbml.data import Dataset
 from mbml.errors import MbmlError
 from mbml.families import Family
 from mbml.nets import lift
-from mbml.train_loop import run_chunks
+from mbml.transitions import gather
 
 
 def default_threads() -> int:
@@ -149,8 +150,15 @@ def _act(cfg: SACConfig, act_dim: int, actors, obs, key):
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))
-def _write(buf, t, item):
-    return jax.tree.map(lambda b, v: b.at[:, t].set(v), buf, item)
+def _write(buf, t, item, obs_after, next_obs):
+    """Step t of every task: `item` (a column of each array), the observation after it (row t + 1)
+    and, for the tasks whose episode ended (`final_slot` >= 0), `next_obs` as that row of `finals`."""
+    slot = item["final_slot"]
+    k, cap = buf["finals"].shape[:2]
+    out = {**buf, **{name: buf[name].at[:, t].set(v) for name, v in item.items()}}
+    return {**out, "obs": out["obs"].at[:, t + 1].set(obs_after),
+            "finals": buf["finals"].at[jnp.arange(k), jnp.where(slot >= 0, slot, cap)].set(next_obs, mode="drop"),
+            "ends": buf["ends"] + (slot >= 0)}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(3,))
@@ -158,9 +166,7 @@ def _update(cfg: SACConfig, act_dim: int, lift_mode: str, states, buf, t, key):
     def one(state, b, k):
         k_idx, k_upd = jax.random.split(k)
         idx = jax.random.randint(k_idx, (cfg.batch_size,), 0, t + 1)
-        batch = {"obs": b["observations"][idx], "actions": b["actions"][idx], "rewards": b["rewards"][idx],
-                 "next_obs": b["next_observations"][idx], "terminals": b["terminals"][idx].astype(jnp.float32)}
-        return sac.update(cfg, state, batch, k_upd, act_dim)[0]
+        return sac.update(cfg, state, gather(b, idx), k_upd, act_dim)[0]
     return lift(one, lift_mode)(states, buf, jax.random.split(key, buf["rewards"].shape[0]))
 
 
@@ -180,10 +186,9 @@ def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", c
     k_init, k_run = jax.random.split(key)
     states = jax.vmap(lambda kk: sac.init(cfg, kk, d, a))(jax.random.split(k_init, k))
     probe = envs.step(np.zeros((k, a), np.float32))[3]
-    buf = {"observations": jnp.zeros((k, n, d)), "actions": jnp.zeros((k, n, a)), "rewards": jnp.zeros((k, n)),
-           "next_observations": jnp.zeros((k, n, d)), "terminals": jnp.zeros((k, n), bool),
-           "timeouts": jnp.zeros((k, n), bool),
-           **{f"extra_{name}": jnp.zeros((k, n) + v.shape[1:]) for name, v in probe.items()}}
+    # room for the episode ends of time limits and chunk cuts; terminations double it when full
+    finals = -(-n // h) + -(-n // chunk)
+    buf = empty_buffer(k, n, d, a, finals, {name: jnp.zeros((k, n) + v.shape[1:]) for name, v in probe.items()})
     carry = {"sac": states, "buf": buf, "key": k_run}
 
     def advance(c, done, steps):
@@ -191,31 +196,34 @@ def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", c
         obs = envs.reset(rng.integers(2**31 - 1, size=k))
         ep = np.zeros(k, int)
         states, b, key = c["sac"], c["buf"], c["key"]
+        ends = np.array(b["ends"])
         for t in range(done, done + steps):
             key, k_act, k_upd = jax.random.split(key, 3)
             actions = np.asarray(_act(cfg, a, states.actor, jnp.asarray(obs), k_act))
             nxt, rew, term, extras = envs.step(actions)
             ep += 1
             timeout = ((ep >= h) | (t == done + steps - 1)) & ~term
-            item = {"observations": obs, "actions": actions, "rewards": rew, "next_observations": nxt,
-                    "terminals": term, "timeouts": timeout, **{f"extra_{m}": v for m, v in extras.items()}}
-            b = _write(b, t, item)
+            end = term | timeout
+            # New arrays only: JAX may still read (alias) host arrays handed to the asynchronously
+            # dispatched `_write`, so nothing given to it is written to afterwards.
+            after = nxt.copy()
+            for i in np.flatnonzero(end):
+                after[i], ep[i] = envs.reset_one(i, rng.integers(2**31 - 1)), 0
+            b = grow_finals(b, int(ends.max()) + 1)
+            item = {"obs": obs, "actions": actions, "rewards": rew, "terminals": term, "timeouts": timeout,
+                    "final_slot": np.where(end, ends, -1).astype(np.int32), **{f"extra_{m}": v for m, v in extras.items()}}
+            b = _write(b, t, item, after, nxt)
+            ends = ends + end
             if t >= cfg.warmup_steps:
                 states = _update(cfg, a, lift_mode, states, b, jnp.asarray(t), k_upd)
-            # A copy: `item` may still be read by the asynchronously dispatched `_write` (JAX can
-            # alias host numpy buffers on CPU), so the resets below must not write into `nxt`.
-            obs = nxt.copy()
-            for i in np.flatnonzero(term | timeout):
-                obs[i], ep[i] = envs.reset_one(i, rng.integers(2**31 - 1)), 0
+            obs = after
         return {"sac": states, "buf": b, "key": key}
 
     try:
-        carry = run_chunks(carry, n, chunk, advance, ckpt, progress)
+        carry = run_collection(carry, n, chunk, advance, ckpt, progress)
     finally:
         envs.close()
-    out = {name: np.asarray(v) for name, v in jax.device_get(carry["buf"]).items()}
-    extras = {name[6:]: out.pop(name) for name in list(out) if name.startswith("extra_")}
-    return Dataset(**out, tasks=tasks, extras=extras, meta={"family": family.name, "source": "sac", "sac_steps": n})
+    return buffer_dataset(jax.device_get(carry["buf"]), tasks, {"family": family.name, "source": "sac", "sac_steps": n})
 
 
 # ------------------------------------------------------------------------------------- evaluation

@@ -6,16 +6,18 @@ or more), so PREFIX is a Minari namespace holding the K tasks. Each dataset has
 * observation space `Box(-inf, inf, (obs,), float32)`, action space `Box(-1, 1, (act,), float32)`;
 * episodes cut at mbml's episode ends (`terminals | timeouts`), with `terminations` = terminals and
   `truncations` = timeouts. An episode's `observations` hold T+1 states: s_0..s_{T-1} and the last
-  next state, so `observations[1:]` are the transitions' next states. Where a stored next state is
-  not the following transition's state (bit for bit) the episode is cut there too, and that piece,
-  like an unfinished last episode, ends with neither flag set;
+  next state, so `observations[1:]` are the transitions' next states. A task's unfinished last
+  episode ends with neither flag set;
 * per-step extras (`extra_NAME` in mbml) as `infos[NAME]`, T+1 rows in Minari's convention (row
   t+1 belongs to step t; row 0, the reset, is NaN);
 * `metadata["mbml"]`: {"format", "version", "family", "task_index", "num_tasks", "task" (the task
   parameters, a list of floats), "extras" (the names in infos), "meta" (mbml's free-form meta)}.
 
 Import reads datasets in the order given (task i = the i-th id); only `metadata["mbml"]["task"]` is
-required besides the standard episode fields, so datasets from elsewhere import too.
+required besides the standard episode fields, so datasets from elsewhere import too. mbml derives a
+next state from the following transition's state within an episode (dataset format version 2), so
+an episode that ends with neither flag set, and whose last next state is not the next episode's
+first state, is imported with `timeouts` set on its last step (a cut, bootstrapped like a time limit).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import re
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -85,21 +89,17 @@ def export_ids(prefix: str, num_tasks: int) -> list[str]:
 # ----------------------------------------------------------------------------------------- export
 
 
-def _pieces(ds: D.Dataset, task: int) -> list[tuple[int, int]]:
-    """[start, stop) ranges of task `task`'s Minari episodes: cut at episode ends and broken chains."""
-    obs, nxt = np.asarray(ds.observations[task]), np.asarray(ds.next_observations[task])
-    broken = (obs[1:].view(np.uint32) != nxt[:-1].view(np.uint32)).any(-1)
-    cut = np.array(ds.terminals[task] | ds.timeouts[task], bool)
-    cut[:-1] |= broken
-    cut[-1] = True
-    stops = np.flatnonzero(cut) + 1
-    return list(zip([0, *stops[:-1]], stops))
+def _pieces(ds: D.Dataset, task: int) -> list[tuple[int, int, int]]:
+    """(start, stop, row) of task `task`'s Minari episodes: cut at episode ends and after the last
+    transition; `row` is the episode's last next state in `final_observations`."""
+    stops = np.flatnonzero(D.final_mask(ds.terminals[task], ds.timeouts[task])) + 1
+    return list(zip([0, *stops[:-1]], stops, range(len(stops))))
 
 
-def _episode(ds: D.Dataset, task: int, start: int, stop: int):
+def _episode(ds: D.Dataset, task: int, start: int, stop: int, row: int):
     from minari.data_collector import EpisodeBuffer
 
-    obs = np.concatenate([ds.observations[task, start:stop], ds.next_observations[task, stop - 1:stop]])
+    obs = np.concatenate([ds.observations[task, start:stop], ds.final_observations[task, row:row + 1]])
     infos = None
     if ds.extras:
         infos = {}
@@ -118,16 +118,17 @@ def _write_task(minari, ds: D.Dataset, task: int, dataset_id: str) -> None:
 
     family = ds.meta.get("family")
     params = ds.tasks[task].tolist()
-    episodes = [_episode(ds, task, a, b) for a, b in _pieces(ds, task)]
     with warnings.catch_warnings():  # author, e-mail, permalink and eval env are optional; don't nag
         warnings.simplefilter("ignore", UserWarning)
         out = minari.create_dataset_from_buffers(
-            dataset_id, episodes,
+            dataset_id, [],
             observation_space=gym.spaces.Box(-np.inf, np.inf, ds.observations.shape[-1:], np.float32),
             action_space=gym.spaces.Box(-1.0, 1.0, ds.actions.shape[-1:], np.float32),
             algorithm_name=str(ds.meta.get("source", "mbml")),
             description=f"mbml multi-task dataset, family {family}, task {task} of {ds.num_tasks}, "
                         f"task parameters {params}")
+        # the storage takes any iterable, so a task's episodes are built one at a time, not listed
+        out.storage.update_episodes(_episode(ds, task, *piece) for piece in _pieces(ds, task))
     out.storage.update_metadata({"mbml": {
         "format": D.FORMAT, "version": D.VERSION, "family": family, "task_index": task,
         "num_tasks": ds.num_tasks, "task": params, "extras": list(ds.extras), "meta": ds.meta}})
@@ -185,9 +186,9 @@ def _open(minari, dataset_id: str, root: Path):
     task = info.get("task") if isinstance(info, dict) else None
     if not isinstance(task, list) or not task or not all(isinstance(x, (int, float)) for x in task):
         raise MbmlError(f"Minari dataset {dataset_id} has no task parameters (metadata['mbml']['task'])")
-    if info.get("version", D.VERSION) != D.VERSION:
+    if info.get("version", D.VERSION) not in D.READS:  # the Minari layout is the same for both
         raise MbmlError(f"Minari dataset {dataset_id} was written with mbml dataset format version "
-                        f"{info['version']}; this mbml reads {D.VERSION}")
+                        f"{info['version']}; this mbml reads {' and '.join(map(str, D.READS))}")
     return dataset, info
 
 
@@ -207,22 +208,84 @@ def _check_spaces(datasets: dict) -> None:
                                 f"{first_id} has {want}; all tasks must share their spaces")
 
 
-def _read_task(dataset, dataset_id: str, extras: list[str]) -> dict[str, np.ndarray]:
-    """One task's transitions in mbml's per-task layout (see `Dataset.from_tasks`)."""
-    parts = {k: [] for k in ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts",
-                             *extras)}
+@dataclass
+class _Plan:
+    """What the first pass learns about one task, without holding its episodes in memory."""
+
+    lengths: list[int] = field(default_factory=list)
+    """Steps per episode."""
+    cuts: set[int] = field(default_factory=set)
+    """Episodes whose last step gets `timeouts` (a broken chain, see the module docstring)."""
+    ends: int = 0
+    """Steps with `terminals | timeouts`, cuts included."""
+    open_end: bool = False
+    """The task's last transition ends no episode (its next state is one more row of `final_observations`)."""
+
+    @property
+    def num_transitions(self) -> int:
+        return sum(self.lengths)
+
+    @property
+    def num_finals(self) -> int:
+        return self.ends + self.open_end
+
+
+def _survey(dataset, dataset_id: str, extras: list[str], dims: tuple[int, int], shapes: dict) -> _Plan:
+    """The first pass over a task's episodes: every check of the input, and what the second pass needs.
+    `dims` are the observation and action sizes; `shapes` the extras' per-step shapes (filled by the
+    first episode that has them)."""
+    plan = _Plan()
+    last = None  # the previous episode's last next state, where that episode ends with neither flag
+
+    def visit(j: int, ep) -> None:
+        nonlocal last
+        _check_episode(ep, dataset_id, j, extras, dims, shapes)
+        steps, rewards = len(ep.rewards), np.asarray(ep.rewards)
+        if not np.isfinite(rewards).all():
+            raise MbmlError(f"Minari dataset {dataset_id} has NaN or infinite rewards")
+        if last is not None and (not steps or _bits(ep.observations[0:1]) != last):
+            plan.cuts.add(j - 1)
+            plan.ends, plan.open_end = plan.ends + 1, False
+        plan.lengths.append(steps)
+        last = None
+        if steps:
+            ends = np.asarray(ep.terminations, bool) | np.asarray(ep.truncations, bool)
+            plan.ends, plan.open_end = plan.ends + int(ends.sum()), not ends[-1]
+            last = _bits(ep.observations[steps:steps + 1]) if plan.open_end else None
+
+    _each_episode(dataset_id, _lazy_episodes(dataset), visit)
+    if not plan.lengths:
+        raise MbmlError(f"Minari dataset {dataset_id} has no episodes")
+    return plan
+
+
+def _bits(rows) -> bytes:
+    return np.asarray(rows, np.float32).tobytes()
+
+
+def _lazy_episodes(dataset):
+    """The episodes for the first pass. In Minari's HDF5 storage their fields are the file's h5py
+    datasets, read only as far as they are sliced (so the observations are not loaded); other
+    storages give Minari's episodes, loaded one at a time."""
+    import h5py
+
+    file = Path(dataset.storage.data_path) / "main_data.hdf5"
+    if getattr(dataset.storage, "FORMAT", None) != "hdf5" or not file.is_file():
+        yield from dataset.iterate_episodes()
+        return
+    with h5py.File(file, "r") as f:
+        for i in dataset.episode_indices:
+            group = f[f"episode_{i}"]
+            yield SimpleNamespace(**{name: group.get(name) for name in _FIELDS}, infos=group.get("infos"))
+
+
+def _each_episode(dataset_id: str, episodes, visit) -> None:
+    """`visit(j, episode)` for the episodes in turn; read errors (a missing field, a corrupt file)
+    become one-line MbmlErrors."""
     j = 0  # the episode being read
     try:
-        for ep in dataset.iterate_episodes():
-            _check_episode(ep, dataset_id, j, extras)
-            parts["observations"].append(ep.observations[:-1])
-            parts["next_observations"].append(ep.observations[1:])
-            parts["actions"].append(ep.actions)
-            parts["rewards"].append(ep.rewards)
-            parts["terminals"].append(ep.terminations)
-            parts["timeouts"].append(ep.truncations)
-            for name in extras:
-                parts[name].append(np.asarray(ep.infos[name])[1:])
+        for ep in episodes:
+            visit(j, ep)
             j += 1
     except KeyError as e:  # h5py: "Unable to open object (object 'rewards' doesn't exist)"
         name = re.search(r"object '([^']+)'", str(e))
@@ -230,35 +293,56 @@ def _read_task(dataset, dataset_id: str, extras: list[str]) -> dict[str, np.ndar
                         f"{name.group(1) if name else _one_line(e)}") from None
     except (ValueError, OSError, TypeError) as e:
         raise MbmlError(f"Minari dataset {dataset_id} cannot be read: {_one_line(e)}") from None
-    if not parts["rewards"]:
-        raise MbmlError(f"Minari dataset {dataset_id} has no episodes")
-    out = {k: np.concatenate(v) for k, v in parts.items()}
-    if not np.isfinite(out["rewards"]).all():
-        raise MbmlError(f"Minari dataset {dataset_id} has NaN or infinite rewards")
-    return out
 
 
-def _check_episode(ep, dataset_id: str, j: int, extras: list[str]) -> None:
-    """An episode has every field, with T+1 observations (and extras rows) for T steps."""
+def _check_episode(ep, dataset_id: str, j: int, extras: list[str], dims: tuple[int, int], shapes: dict) -> None:
+    """An episode has every field, with T+1 observations (and extras rows) for T steps, of the
+    datasets' sizes (see `_survey`)."""
     missing = [n for n in _FIELDS if getattr(ep, n, None) is None]
     missing += [f"infos[{n!r}]" for n in extras if n not in (ep.infos or {})]
     if missing:
         raise MbmlError(f"Minari dataset {dataset_id} episode {j} lacks the field {missing[0]}")
     steps = len(ep.rewards)
-    rows = [("observations", ep.observations, steps + 1), ("actions", ep.actions, steps),
-            ("terminations", ep.terminations, steps), ("truncations", ep.truncations, steps)]
-    rows += [(f"infos[{n!r}]", ep.infos[n], steps + 1) for n in extras]
+    rows = [("observations", ep.observations, (steps + 1, dims[0])), ("actions", ep.actions, (steps, dims[1])),
+            ("rewards", ep.rewards, (steps,)), ("terminations", ep.terminations, (steps,)),
+            ("truncations", ep.truncations, (steps,))]
+    for n in extras:
+        info = ep.infos[n]
+        rows.append((f"infos[{n!r}]", info, (steps + 1, *shapes.setdefault(n, tuple(getattr(info, "shape", ())[1:])))))
     for name, arr, want in rows:
-        if len(arr) != want:
-            raise MbmlError(f"Minari dataset {dataset_id} episode {j}: {name} has {len(arr)} rows, "
+        got = getattr(arr, "shape", None)
+        if got != want:
+            raise MbmlError(f"Minari dataset {dataset_id} episode {j}: {name} has shape {got}, "
                             f"expected {want} for {steps} steps")
+
+
+def _fill(writer: D.DatasetWriter, task: int, dataset, dataset_id: str, extras: list[str], plan: _Plan) -> None:
+    """The second pass: task `task`'s episodes into `writer`, one at a time."""
+    def visit(j: int, ep) -> None:
+        if j >= len(plan.lengths) or len(ep.rewards) != plan.lengths[j]:
+            raise MbmlError(f"Minari dataset {dataset_id} changed while it was being imported (episode {j})")
+        obs, timeouts = np.asarray(ep.observations), np.array(ep.truncations, bool)
+        if j in plan.cuts:
+            timeouts[-1] = True
+        try:
+            writer.append(task, observations=obs[:-1], actions=ep.actions, rewards=ep.rewards,
+                          next_observations=obs[1:], terminals=ep.terminations, timeouts=timeouts,
+                          **{n: np.asarray(ep.infos[n])[1:] for n in extras})
+        except MbmlError as e:
+            raise MbmlError(f"Minari dataset {dataset_id} episode {j}: {e}") from None
+
+    _each_episode(dataset_id, dataset.iterate_episodes(), visit)
 
 
 def import_minari(dataset_ids: list[str], out_dir: Path, root: Path | None = None, force: bool = False) -> D.Dataset:
     """Build an mbml dataset folder at `out_dir` from Minari datasets, one per task, in the order given.
 
-    Every check runs before anything is written; the folder is written atomically by `mbml.data.save`.
-    An existing `out_dir` is refused unless `force`, which replaces it.
+    Two passes keep one episode in memory at a time, never the dataset. The first reads what is cheap
+    (episode lengths, flags and rewards; with Minari's HDF5 storage only one row of observations per
+    episode) and makes every check of the input before anything is written. The second streams the
+    episodes into a `mbml.data.DatasetWriter`: memory-mapped arrays in a staging folder, checked as
+    they are written and moved into place once complete. An existing `out_dir` is refused unless
+    `force`, which replaces it; on any error it is left as it was.
     """
     minari = _minari()
     out_dir = Path(out_dir)
@@ -274,14 +358,24 @@ def import_minari(dataset_ids: list[str], out_dir: Path, root: Path | None = Non
         opened = {i: _open(minari, i, resolved) for i in dataset_ids}
         _check_spaces({i: d for i, (d, _) in opened.items()})
         infos = [info for _, info in opened.values()]
+        sizes = {len(info["task"]) for info in infos}
+        if len(sizes) != 1:
+            raise MbmlError(f"the datasets' task parameters have different lengths: {sorted(sizes)}")
         extras = [str(n) for n in infos[0].get("extras", [])]
-        per_task = [_read_task(d, i, extras) for i, (d, _) in opened.items()]
-    sizes = {len(info["task"]) for info in infos}
-    if len(sizes) != 1:
-        raise MbmlError(f"the datasets' task parameters have different lengths: {sorted(sizes)}")
-    meta = infos[0].get("meta")
-    if not isinstance(meta, dict):  # not written by mbml: record where it came from
-        meta = {"source": "minari", "minari_ids": list(dataset_ids)}
-    ds = D.Dataset.from_tasks(per_task, np.array([info["task"] for info in infos], np.float64), meta)
-    D.save(ds, out_dir)
-    return ds
+        first = next(iter(opened.values()))[0]
+        dims = (first.observation_space.shape[0], first.action_space.shape[0])
+        shapes: dict[str, tuple] = {}
+        plans = [_survey(d, i, extras, dims, shapes) for i, (d, _) in opened.items()]
+        counts = [plan.num_transitions for plan in plans]
+        if len(set(counts)) != 1:
+            each = ", ".join(f"{i}: {c}" for i, c in zip(dataset_ids, counts))
+            raise MbmlError(f"tasks have different numbers of transitions ({each}); cut them to the same length")
+        meta = infos[0].get("meta")
+        if not isinstance(meta, dict):  # not written by mbml: record where it came from
+            meta = {"source": "minari", "minari_ids": list(dataset_ids)}
+        with D.DatasetWriter(out_dir, np.array([info["task"] for info in infos], np.float64), counts[0],
+                             max(plan.num_finals for plan in plans), *dims, extras={n: shapes[n] for n in extras},
+                             meta=meta, min_tasks=2) as writer:
+            for task, (dataset_id, (dataset, _)) in enumerate(opened.items()):
+                _fill(writer, task, dataset, dataset_id, extras, plans[task])
+    return writer.close()

@@ -42,7 +42,8 @@ from mbml.errors import MbmlError
 from mbml.evaluate import evaluate_student, inference_diagnostic
 from mbml.families import Family, get_family
 from mbml.hostenv import collect_host, evaluate_student_host, mean_returns
-from mbml.teachers import device_data, evaluate_own_tasks, train_teachers
+from mbml.teachers import evaluate_own_tasks, train_teachers
+from mbml.transitions import device_data
 
 STAGES = ("collect", "teachers", "ensembles", "distill", "evaluate", "report")
 Progress = Callable[[str, int, int], None]  # (label, done, total)
@@ -130,9 +131,18 @@ class Run:
 
     # ---------------------------------------------------------------- stages
 
+    def _done(self, seed: int, marker: Path, force: bool, *ckpts: str) -> bool:
+        """Whether a stage is finished (its `marker` exists) and not forced. A finished stage's
+        checkpoints are removed: a kill between writing the outputs and removing them leaves them."""
+        if force or not marker.exists():
+            return False
+        for name in ckpts:
+            (self.seed_dir(seed) / "ckpt" / f"{name}.msgpack").unlink(missing_ok=True)
+        return True
+
     def collect(self, seed: int, force: bool = False) -> None:
         d = self.seed_dir(seed)
-        if (d / "data" / "meta.json").exists() and not force:
+        if self._done(seed, d / "data" / "meta.json", force, "collect"):
             return
         with self.timed(seed, "collect"):
             fn = collect if self.family.jax_env is not None else collect_host
@@ -159,7 +169,7 @@ class Run:
 
     def teachers(self, seed: int, force: bool = False) -> None:
         d = self.seed_dir(seed)
-        if (d / "teachers.json").exists() and not force:
+        if self._done(seed, d / "teachers.json", force, "teachers"):
             return
         ds = self.dataset(seed)
         with self.timed(seed, "teachers"):
@@ -179,7 +189,7 @@ class Run:
 
     def ensembles(self, seed: int, force: bool = False) -> None:
         d = self.seed_dir(seed)
-        if (d / "relabel.json").exists() and not force:
+        if self._done(seed, d / "relabel.json", force, "ensembles", "next_state_ensembles"):
             return
         ds = self.dataset(seed)
         ens = self.cfg.ensemble
@@ -203,11 +213,10 @@ class Run:
         returns (members, held-out mask [N])."""
         ens, d = self.cfg.ensemble, self.seed_dir(seed)
         held = heldout(ds.num_transitions, ens.next_state_holdout)
-        train = {f: data[f][:, ~held] for f in ("obs", "actions", "next_obs")}
-        members = train_ensembles(ens, next_state_target(ens, self.family.obs_dim), train,
+        members = train_ensembles(ens, next_state_target(ens, self.family.obs_dim), data,
                                   jax.random.fold_in(self.key(seed, "ensembles"), 1), self.cfg.lift,
                                   ckpt=d / "ckpt" / "next_state_ensembles.msgpack",
-                                  progress=self.bar(f"seed {seed} next-state ensembles"))
+                                  progress=self.bar(f"seed {seed} next-state ensembles"), rows=np.flatnonzero(~held))
         io.save_pytree(d / "next_state_ensembles.msgpack", jax.device_get(members))
         return members, held
 
@@ -260,7 +269,7 @@ class Run:
 
     def distill(self, seed: int, method: str, force: bool = False) -> None:
         d = self.seed_dir(seed) / "students"
-        if (d / f"{method}.msgpack").exists() and not force:
+        if self._done(seed, d / f"{method}.msgpack", force, f"distill_{method}"):
             return
         ds = self.dataset(seed)
         teachers = self.load_teachers(seed)

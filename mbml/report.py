@@ -130,10 +130,55 @@ def write_report(run: Run, seeds, methods) -> dict:
     return res
 
 
+def gallery(runs: list[Path], dest: Path, link_prefix: str = "") -> str:
+    """Copy each run's figures to `dest/<family>-<preset>/` and return a Markdown gallery of them
+    (one heading per run; image links start with `link_prefix`, the path from the Markdown file to `dest`)."""
+    import shutil
+
+    md = []
+    for run in runs:
+        res = io.read_json(Path(run) / "results.json")
+        name = f"{res['family']}-{res['preset']}"
+        figs = sorted((Path(run) / "figures").glob("*.png"))
+        if not figs:
+            continue
+        (dest / name).mkdir(parents=True, exist_ok=True)
+        md += [f"#### `{res['family']}`, preset `{res['preset']}`, seeds {', '.join(map(str, res['seeds']))}", ""]
+        for f in figs:
+            shutil.copyfile(f, dest / name / f.name)
+            md.append(f'<img src="{link_prefix}{name}/{f.name}" alt="{name} {f.stem}" width="32%">')
+        md.append("")
+    return "\n".join(md)
+
+
+def main(argv: list[str]) -> None:
+    """python -m mbml.report RUN: that run's results table as Markdown;
+    python -m mbml.report RUN RUN ...: one row per run and method (the README's table of families);
+    python -m mbml.report --gallery DEST RUN ...: copy the runs' figures to DEST, print a Markdown gallery."""
+    from mbml.errors import MbmlError
+
+    if argv[:1] == ["--gallery"]:
+        if len(argv) < 3:
+            raise MbmlError("usage: python -m mbml.report --gallery DEST RUN [RUN ...]")
+        dest = Path(argv[1])
+        print(gallery([Path(a) for a in argv[2:]], dest, link_prefix=f"{dest.as_posix().rstrip('/')}/"))
+        return
+    if not argv:
+        raise MbmlError("usage: python -m mbml.report RUN [RUN ...] | --gallery DEST RUN [RUN ...]")
+    missing = [a for a in argv if not (Path(a) / "results.json").exists()]
+    if missing:
+        raise MbmlError(f"no results.json in {missing[0]}; run `mbml report --out {missing[0]}` first")
+    found = [io.read_json(Path(a) / "results.json") for a in argv]
+    print(markdown_table(found[0]) if len(found) == 1 else runs_table(found))
+
+
 if __name__ == "__main__":
-    # python -m mbml.report RUN: that run's results table as Markdown;
-    # python -m mbml.report RUN RUN ...: one row per run and method (the README's table of families)
     import sys
 
-    found = [io.read_json(Path(a) / "results.json") for a in sys.argv[1:]]
-    print(markdown_table(found[0]) if len(found) == 1 else runs_table(found))
+    from mbml.errors import MbmlError
+
+    try:
+        main(sys.argv[1:])
+    except MbmlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -20,18 +20,7 @@ from mbml.data import Dataset
 from mbml.families import Family
 from mbml.nets import lift
 from mbml.train_loop import run_chunks
-
-
-def device_data(ds: Dataset) -> dict:
-    """The arrays every learner samples from, on the device, with a leading task axis."""
-    return {"obs": jnp.asarray(ds.observations), "actions": jnp.asarray(ds.actions),
-            "rewards": jnp.asarray(ds.rewards), "next_obs": jnp.asarray(ds.next_observations),
-            "terminals": jnp.asarray(ds.terminals, jnp.float32)}
-
-
-def sample(data_k: dict, key, n: int) -> dict:
-    idx = jax.random.randint(key, (n,), 0, data_k["obs"].shape[0])
-    return jax.tree.map(lambda a: a[idx], data_k)
+from mbml.transitions import device_data, sample
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3), donate_argnums=(4,))

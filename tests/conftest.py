@@ -23,16 +23,18 @@ from mbml.data import Dataset
 
 def synthetic_dataset(k: int = 3, n: int = 16, obs_dim: int = 2, act_dim: int = 2, extras: bool = True,
                       seed: int = 0, meta: dict | None = None) -> Dataset:
-    """A small valid dataset in the mbml format: random finite values, one episode end per 8 steps."""
+    """A small valid dataset in the mbml format: random finite values, one episode end per 8 steps (a
+    random next state there), next states elsewhere the following states."""
     rng = np.random.default_rng(seed)
     f32 = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
     timeouts = np.zeros((k, n), bool)
     timeouts[:, 7::8] = True
     terminals = np.zeros((k, n), bool)
     terminals[0, 3] = True
-    return Dataset(
-        observations=f32(k, n, obs_dim), actions=np.clip(f32(k, n, act_dim), -1, 1), rewards=f32(k, n),
-        next_observations=f32(k, n, obs_dim), terminals=terminals, timeouts=timeouts,
+    obs, act, rew, nxt = f32(k, n, obs_dim), np.clip(f32(k, n, act_dim), -1, 1), f32(k, n), f32(k, n, obs_dim)
+    nxt[:, :-1] = np.where((terminals | timeouts)[:, :-1, None], nxt[:, :-1], obs[:, 1:])
+    return Dataset.from_arrays(
+        observations=obs, actions=act, rewards=rew, next_observations=nxt, terminals=terminals, timeouts=timeouts,
         tasks=rng.normal(size=(k, 2)),
         extras={"x_velocity": f32(k, n), "xy": f32(k, n, 2)} if extras else {},
         meta=dict(meta if meta is not None else {"seed": seed, "family": "synthetic", "note": "ü"}))

@@ -79,10 +79,10 @@ def test_collect_host_same_data_with_threads_and_true_next_obs_at_episode_ends()
     family = get_family("walker-param")  # random-action episodes last ~10 steps: many resets
     cfg = dataclasses.replace(preset("walker-param", "smoke").sac, total_steps=60, warmup_steps=30)
     a, b = (collect_host(family, cfg, jax.random.PRNGKey(0), threads=n) for n in (1, 2))
-    for f in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts"):
+    for f in ("observations", "actions", "rewards", "final_observations", "terminals", "timeouts"):
         np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
     for k in a.extras:
         np.testing.assert_array_equal(a.extras[k], b.extras[k])
     ends = np.argwhere((a.terminals | a.timeouts)[:, :-1])
     assert len(ends) > 50
-    assert not any(np.array_equal(a.next_observations[i, t], a.observations[i, t + 1]) for i, t in ends)
+    assert not any(np.array_equal(a.next_obs(i)[t], a.observations[i, t + 1]) for i, t in ends)

@@ -46,3 +46,20 @@ def test_sigkill_mid_stage_then_rerun(tmp_path):
     assert (out / "report.md").exists()
     assert not list((out / "seed_0" / "ckpt").glob("*")), "finished stages leave no checkpoints"
 
+
+
+def test_finished_stage_removes_leftover_checkpoint(tmp_path):
+    """A kill after a stage wrote its outputs but before it removed its checkpoint leaves the
+    checkpoint behind; the next run skips the finished stage and removes it."""
+    from mbml.config import preset
+    from mbml.pipeline import Run
+
+    run = Run.open(tmp_path / "run", preset("point-nav", "smoke"))
+    run.collect(0)
+    leftover = run.seed_dir(0) / "ckpt" / "collect.msgpack"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"stale")
+    meta = (run.seed_dir(0) / "data" / "meta.json").read_bytes()
+    run.collect(0)
+    assert not leftover.exists()
+    assert (run.seed_dir(0) / "data" / "meta.json").read_bytes() == meta  # the stage was skipped, not redone

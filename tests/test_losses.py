@@ -16,7 +16,7 @@ import pytest
 
 from mbml import bcq, distill, ensembles, evaluate, student as S
 from mbml.config import BCQConfig, DistillConfig, EnsembleConfig
-from mbml.teachers import device_data
+from mbml.transitions import device_data
 
 LOG2 = math.log(2.0)
 
@@ -316,7 +316,8 @@ TINY_BCQ = BCQConfig(actor_hidden=(8,), critic_hidden=(8,), vae_hidden=(8,))
 
 @pytest.fixture(scope="module")
 def tiny(make_dataset):
-    data = device_data(make_dataset(k=K, n=N, obs_dim=2, act_dim=2, seed=3))
+    ds = make_dataset(k=K, n=N, obs_dim=2, act_dim=2, seed=3)
+    data = device_data(ds)
     params, teachers = jax.jit(lambda key: (S.init(TINY, key, 2, 2), jax.vmap(lambda kk: bcq.init(TINY_BCQ, kk, 2, 2))(
         jax.random.split(jax.random.fold_in(key, 1), K))))(jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
@@ -325,7 +326,7 @@ def tiny(make_dataset):
     acc_all = np.broadcast_to(off, (K, K, N)).copy()
     acc_gap = acc_all.copy()
     acc_gap[0, 1] = False  # nothing of task 1 accepted for task 0
-    return {"data": data, "params": params, "teachers": teachers, "reward": reward,
+    return {"ds": ds, "data": data, "params": params, "teachers": teachers, "reward": reward,
             "lab_gap": {"accept": jnp.asarray(acc_gap), "reward": reward},
             "lab_none": {"accept": jnp.zeros((K, K, N), bool), "reward": reward},
             "idx": jnp.asarray(rng.integers(0, N, (K, C)))}
@@ -370,7 +371,8 @@ def test_relabelled_inputs_nothing_accepted_anywhere(tiny):
     # the fast context falls back to the C own transitions only
     d = tiny["data"]
     take = lambda a: jax.vmap(lambda x, i: x[i])(a, tiny["idx"])  # noqa: E731
-    own = S.context(take(d["obs"]), take(d["actions"]), take(d["rewards"]), take(d["next_obs"]))
+    nxt = np.stack([tiny["ds"].next_obs(t, np.asarray(tiny["idx"][t])) for t in range(K)])
+    own = S.context(take(d["obs"]), take(d["actions"]), take(d["rewards"]), jnp.asarray(nxt))
     mu_own, var_own = jax.jit(lambda p, c: S.posterior(*S.encode(TINY, p, c)))(tiny["params"].encoder, own)
     np.testing.assert_allclose(mu, mu_own, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(var, var_own, rtol=1e-5)

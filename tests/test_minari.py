@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("minari")
 h5py = pytest.importorskip("h5py")
 
-from mbml import cli, data as D  # noqa: E402
+from mbml import cli, data as D, minari_io  # noqa: E402
 from mbml.errors import MbmlError  # noqa: E402
 from mbml.minari_io import export_minari, import_minari  # noqa: E402
 from test_cli import assert_one_line_error, run_cli  # noqa: E402
@@ -24,7 +24,7 @@ PREFIX = "mbml/synthetic-seed0"
 EPISODES = [(5, "terminal"), (6, "timeout"), (4, "timeout"), (5, None)]
 
 
-def _task(rng, obs_dim: int, act_dim: int, chain_break: bool) -> dict[str, np.ndarray]:
+def _task(rng, obs_dim: int, act_dim: int) -> dict[str, np.ndarray]:
     """One task's transitions: within an episode next_observations[t] == observations[t+1]."""
     parts = {k: [] for k in ("observations", "next_observations", "terminals", "timeouts")}
     for length, end in EPISODES:
@@ -34,8 +34,6 @@ def _task(rng, obs_dim: int, act_dim: int, chain_break: bool) -> dict[str, np.nd
         parts["terminals"].append(np.arange(length) == length - 1 if end == "terminal" else np.zeros(length, bool))
         parts["timeouts"].append(np.arange(length) == length - 1 if end == "timeout" else np.zeros(length, bool))
     task = {k: np.concatenate(v) for k, v in parts.items()}
-    if chain_break:  # a stored next state that is not the next transition's state, mid-episode
-        task["next_observations"][2] += 1.0
     n = len(task["terminals"])
     task.update(actions=rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
                 rewards=rng.normal(size=n).astype(np.float32), x_velocity=rng.normal(size=n).astype(np.float32),
@@ -46,7 +44,7 @@ def _task(rng, obs_dim: int, act_dim: int, chain_break: bool) -> dict[str, np.nd
 
 def make_dataset(k: int = 3, obs_dim: int = 2, act_dim: int = 2, seed: int = 0) -> D.Dataset:
     rng = np.random.default_rng(seed)
-    per_task = [_task(rng, obs_dim, act_dim, chain_break=i == 1) for i in range(k)]
+    per_task = [_task(rng, obs_dim, act_dim) for i in range(k)]
     meta = {"seed": seed, "family": "synthetic", "source": "test", "note": "ü", "nested": {"a": [1, 2.5]}}
     return D.Dataset.from_tasks(per_task, rng.normal(size=(k, 3)) / 3, meta)
 
@@ -59,6 +57,15 @@ def exported(tmp_path) -> tuple[D.Dataset, list[str], Path]:
     root = tmp_path / "minari"
     ids = export_minari(tmp_path / "data", PREFIX, root=root)
     return D.load(tmp_path / "data"), ids, root
+
+
+@pytest.fixture(params=["hdf5", "loaded"])
+def first_pass(request, monkeypatch) -> str:
+    """Import's first pass reads HDF5 files field by field; "loaded" makes it take Minari's loaded
+    episodes instead, as it does for other storages."""
+    if request.param == "loaded":
+        monkeypatch.setattr(minari_io, "_lazy_episodes", lambda dataset: dataset.iterate_episodes())
+    return request.param
 
 
 def assert_same(a: D.Dataset, b: D.Dataset) -> None:
@@ -74,7 +81,7 @@ def assert_same(a: D.Dataset, b: D.Dataset) -> None:
 # ------------------------------------------------------------------------------------ round trip
 
 
-def test_round_trip_gives_identical_arrays(exported, tmp_path):
+def test_round_trip_gives_identical_arrays(exported, tmp_path, first_pass):
     ds, ids, root = exported
     assert ids == [f"{PREFIX}/task{i:02d}-v0" for i in range(3)]
     import_minari(ids, tmp_path / "back", root=root)
@@ -94,9 +101,11 @@ def test_minari_layout(exported, monkeypatch):
         assert info["task"] == ds.tasks[i].tolist() and info["task_index"] == i and info["num_tasks"] == 3
         assert info["family"] == "synthetic" and info["extras"] == ["x_velocity", "xy"]
         episodes = list(dataset.iterate_episodes())
-        assert [len(e) for e in episodes] == ([3, 2, 6, 4, 5] if i == 1 else [5, 6, 4, 5])  # task 1: chain break
-        assert [bool(e.terminations[-1]) for e in episodes][-4:] == [True, False, False, False]
-        assert [bool(e.truncations[-1]) for e in episodes][-4:] == [False, True, True, False]
+        assert [len(e) for e in episodes] == [5, 6, 4, 5]
+        assert [bool(e.terminations[-1]) for e in episodes] == [True, False, False, False]
+        assert [bool(e.truncations[-1]) for e in episodes] == [False, True, True, False]
+        nxt = np.concatenate([e.observations[1:] for e in episodes])
+        assert nxt.tobytes() == ds.next_obs(i).tobytes()  # the true final states, the last one's -0.0 too
         assert all(len(e.observations) == len(e) + 1 for e in episodes)
         assert all(np.isnan(e.infos["xy"][0]).all() and len(e.infos["xy"]) == len(e) + 1 for e in episodes)
 
@@ -133,6 +142,17 @@ def _nan_reward(root: Path, dataset_id: str) -> None:
         f["episode_0"]["rewards"][1] = np.nan
 
 
+def _nan_observation(root: Path, dataset_id: str) -> None:
+    with h5py.File(root / dataset_id / "data" / "main_data.hdf5", "a") as f:
+        f["episode_2"]["observations"][1, 0] = np.nan
+
+
+def _widen_observations(root: Path, dataset_id: str) -> None:
+    with h5py.File(root / dataset_id / "data" / "main_data.hdf5", "a") as f:
+        del f["episode_1"]["observations"]
+        f["episode_1"]["observations"] = np.zeros((7, 3), np.float32)
+
+
 def _drop_task(root: Path, dataset_id: str) -> None:
     import json
 
@@ -148,8 +168,10 @@ def _drop_task(root: Path, dataset_id: str) -> None:
     (lambda root, i: _drop_field(root, i, "infos"), "episode 1 lacks the field infos['x_velocity']"),
     (_drop_task, "no task parameters"),
     (_nan_reward, "NaN or infinite rewards"),
+    (_widen_observations, "episode 1: observations has shape (7, 3), expected (7, 2) for 6 steps"),
+    (_nan_observation, "episode 2: observations of task 1 holds 1 NaN or infinite value(s)"),  # second pass
 ])
-def test_spoilt_dataset_is_refused(exported, tmp_path, spoil, fragment):
+def test_spoilt_dataset_is_refused(exported, tmp_path, spoil, fragment, first_pass):
     _, ids, root = exported
     spoil(root, ids[1])
     with pytest.raises(MbmlError, match=re.escape(fragment)) as e:
@@ -191,6 +213,11 @@ def test_existing_output_folder_is_untouched(exported, tmp_path, snapshot):
     with pytest.raises(MbmlError, match="episode 1 lacks the field"):
         import_minari(ids, out, root=root, force=True)
     assert snapshot(out) == before
+    _nan_observation(root, ids[1])  # found by the second pass, while the arrays are being written
+    with pytest.raises(MbmlError, match="observations of task 1 holds"):
+        import_minari(ids[:2], out, root=root, force=True)
+    assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "minari"]  # no staging folder left
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -282,3 +309,142 @@ def test_import_of_datasets_made_elsewhere(tmp_path, monkeypatch):
     assert ds.observations.shape == (2, 8, 3) and ds.terminals.sum() == 4 and not ds.timeouts.any()
     assert ds.tasks.tolist() == [[0.0, 1.0], [1.0, 1.0]]
     assert ds.meta == {"source": "minari", "minari_ids": ids}
+
+
+def _elsewhere(root: Path, monkeypatch, episodes_of) -> list[str]:
+    """Two Minari datasets written without mbml, episodes from `episodes_of(rng)`."""
+    import gymnasium as gym
+    import minari
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    rng = np.random.default_rng(0)
+    ids = []
+    for i in range(2):
+        with pytest.warns(UserWarning):
+            dataset = minari.create_dataset_from_buffers(
+                f"elsewhere/task{i}-v0", episodes_of(rng), observation_space=gym.spaces.Box(-1, 1, (3,), np.float32),
+                action_space=gym.spaces.Box(-1, 1, (1,), np.float32))
+        dataset.storage.update_metadata({"mbml": {"task": [float(i), 1.0]}})
+        ids.append(f"elsewhere/task{i}-v0")
+    return ids
+
+
+def test_import_cuts_unflagged_episode_ends_that_break_the_chain(tmp_path, monkeypatch, first_pass):
+    """An episode that ends with neither flag set and whose last state is not the next episode's first
+    gets `timeouts` on its last step, so every next state survives; one that continues into the next
+    episode (same state, bit for bit) and the task's last episode are left as they are."""
+    from minari.data_collector import EpisodeBuffer
+
+    def episodes_of(rng):
+        states = [rng.normal(size=(5, 3)).astype(np.float32) for _ in range(3)]
+        states[2][0] = states[1][-1]  # episode 1 continues into episode 2
+        return [EpisodeBuffer(observations=s, actions=rng.uniform(-1, 1, (4, 1)).astype(np.float32),
+                              rewards=rng.normal(size=4).astype(np.float32), terminations=np.zeros(4, bool),
+                              truncations=np.zeros(4, bool)) for s in states]
+
+    ids = _elsewhere(tmp_path / "minari", monkeypatch, episodes_of)
+    ds = import_minari(ids, tmp_path / "back")
+    np.testing.assert_array_equal(np.flatnonzero(ds.timeouts[0]), [3])
+    assert not ds.terminals.any() and ds.final_observations.shape == (2, 2, 3)
+    import minari
+
+    for i, dataset_id in enumerate(ids):
+        episodes = list(minari.load_dataset(dataset_id).iterate_episodes())
+        nxt = np.concatenate([e.observations[1:] for e in episodes])
+        assert ds.next_obs(i).tobytes() == nxt.tobytes()
+
+
+@pytest.mark.parametrize("version,ok", [(1, True), (2, True), (3, False)])
+def test_import_of_an_export_by_another_mbml_version(exported, tmp_path, version, ok):
+    """Versions 1 and 2 of the dataset format export the same Minari layout."""
+    import json
+
+    ds, ids, root = exported
+    for dataset_id in ids:
+        path = root / dataset_id / "data" / "metadata.json"
+        meta = json.loads(path.read_text())
+        meta["mbml"]["version"] = version
+        path.write_text(json.dumps(meta))
+    if ok:
+        assert_same(ds, import_minari(ids, tmp_path / "back", root=root))
+    else:
+        with pytest.raises(MbmlError, match="format version 3; this mbml reads 1 and 2"):
+            import_minari(ids, tmp_path / "back", root=root)
+
+
+def test_tasks_of_different_lengths_are_refused(tmp_path, monkeypatch):
+    from minari.data_collector import EpisodeBuffer
+
+    made = []
+
+    def episodes_of(rng):  # task 0: two episodes of 4 steps, task 1: three
+        made.append(None)
+        return [EpisodeBuffer(observations=rng.normal(size=(5, 3)).astype(np.float32),
+                              actions=rng.uniform(-1, 1, (4, 1)).astype(np.float32),
+                              rewards=rng.normal(size=4).astype(np.float32), terminations=np.eye(4, dtype=bool)[3],
+                              truncations=np.zeros(4, bool)) for _ in range(len(made) + 1)]
+
+    ids = _elsewhere(tmp_path / "minari", monkeypatch, episodes_of)
+    with pytest.raises(MbmlError, match=re.escape(f"different numbers of transitions ({ids[0]}: 8, {ids[1]}: 12)")):
+        import_minari(ids, tmp_path / "back")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["minari"]
+
+
+def test_first_pass_does_not_load_hdf5_episodes(exported, tmp_path, monkeypatch):
+    """With HDF5 storage only the second pass loads whole episodes (observations included)."""
+    from minari.dataset.minari_dataset import MinariDataset
+
+    _, ids, root = exported
+    loaded = []
+    iterate = MinariDataset.iterate_episodes
+    monkeypatch.setattr(MinariDataset, "iterate_episodes", lambda self, *a: loaded.append(self) or iterate(self, *a))
+    import_minari(ids, tmp_path / "back", root=root)
+    assert len(loaded) == len(ids)
+
+
+def _large(root: Path, k: int, episodes: int, steps: int, obs_dim: int) -> list[str]:
+    """K Minari datasets (HDF5) of `episodes` x `steps` transitions, written an episode at a time."""
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    rng = np.random.default_rng(0)
+    ids = [f"large/task{i}-v0" for i in range(k)]
+    for i, dataset_id in enumerate(ids):
+        with pytest.warns(UserWarning):
+            dataset = minari.create_dataset_from_buffers(
+                dataset_id, [], observation_space=gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32),
+                action_space=gym.spaces.Box(-1, 1, (2,), np.float32))
+        dataset.storage.update_episodes(
+            EpisodeBuffer(observations=rng.normal(size=(steps + 1, obs_dim)).astype(np.float32),
+                          actions=rng.uniform(-1, 1, (steps, 2)).astype(np.float32),
+                          rewards=rng.normal(size=steps).astype(np.float32), terminations=np.zeros(steps, bool),
+                          truncations=np.arange(steps) == steps - 1,
+                          infos={"xy": rng.normal(size=(steps + 1, 2)).astype(np.float32)})
+            for _ in range(episodes))
+        dataset.storage.update_metadata({"mbml": {"task": [float(i)], "extras": ["xy"]}})
+    return ids
+
+
+def test_import_memory_does_not_grow_with_the_dataset(tmp_path, monkeypatch):
+    """Import holds about an episode in memory, not the dataset (numpy's allocations are traced)."""
+    import tracemalloc
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    k, episodes, steps, obs_dim = 4, 40, 250, 200
+    ids = _large(tmp_path / "minari", k, episodes, steps, obs_dim)
+    observations = k * episodes * steps * obs_dim * 4  # 32 MB
+    import_minari(ids[:2], tmp_path / "warm")  # modules and caches loaded before tracing
+    tracemalloc.start()
+    try:
+        import_minari(ids, tmp_path / "back")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < observations / 8, f"import peaked at {peak / 2 ** 20:.1f} MiB for {observations / 2 ** 20:.0f} MiB"
+    ds = D.load(tmp_path / "back")
+    assert ds.observations.shape == (k, episodes * steps, obs_dim) and ds.final_observations.shape[1] == episodes
+    import minari
+
+    last = list(minari.load_dataset(ids[3]).iterate_episodes([episodes - 1]))[0]
+    assert ds.next_obs(3)[-steps:].tobytes() == last.observations[1:].tobytes()

@@ -24,7 +24,7 @@ def test_smoke_pipeline_on_a_mujoco_family(tmp_path, family):
     from mbml.families import get_family
     fam = get_family(family)
     r = fam.true_reward(ds.tasks[3], np.asarray(ds.observations[3]), np.asarray(ds.actions[3]),
-                        np.asarray(ds.next_observations[3]), {k: np.asarray(v[3]) for k, v in ds.extras.items()})
+                        ds.next_obs(3), {k: np.asarray(v[3]) for k, v in ds.extras.items()})
     np.testing.assert_allclose(r, ds.rewards[3], rtol=1e-5, atol=1e-5)
     for m in ("full", "neither"):
         ev = io.read_json(out / "seed_0" / "eval" / f"{m}.json")

@@ -21,7 +21,7 @@ import pytest
 from mbml import distill, ensembles as E, student as S
 from mbml.config import DistillConfig, EnsembleConfig
 from mbml.data import Dataset
-from mbml.teachers import device_data
+from mbml.transitions import device_data
 
 W = np.array([-1.0, 0.0, 1.0], np.float32)
 CFG = EnsembleConfig(members=3, hidden=(), next_state_hidden=(), std_threshold=0.1, next_state_std_threshold=0.2,
@@ -44,10 +44,12 @@ NEXT = _linear_members(lambda i, w: [[1.0, 0.0], [w, 3 * w], [0.0, 0.0]], lambda
 
 @pytest.fixture(scope="module")
 def hand():
-    """Two tasks with the same three transitions; recorded next states all zero."""
+    """Two tasks with the same three transitions; recorded next states all zero (each one its own
+    episode, cut by the time limit, so the next states need not be the following states)."""
     z = np.zeros((2, 3), bool)
-    return Dataset(observations=np.stack([OBS, OBS]), actions=np.stack([ACT, ACT]), rewards=z.astype(np.float32),
-                   next_observations=np.zeros((2, 3, 2), np.float32), terminals=z, timeouts=z, tasks=np.eye(2))
+    return Dataset.from_arrays(observations=np.stack([OBS, OBS]), actions=np.stack([ACT, ACT]),
+                               rewards=z.astype(np.float32), next_observations=np.zeros((2, 3, 2), np.float32),
+                               terminals=z, timeouts=~z, tasks=np.eye(2))
 
 
 def test_unbiased_std_and_means_of_hand_made_ensembles(hand):
@@ -110,7 +112,8 @@ def test_next_state_ensembles_learn_task_dependent_dynamics():
     nxt = obs + np.array([0.5, -0.5], np.float32)[:, None, None] * act
     cfg = EnsembleConfig(members=3, next_state_hidden=(32,), next_state_steps=300, lr=1e-2)
     target = E.next_state_target(cfg, 2)
-    data = {"obs": jnp.asarray(obs), "actions": jnp.asarray(act), "next_obs": jnp.asarray(nxt)}
+    every = np.ones((2, 512), bool)  # unrelated (s, s') pairs: each transition an episode of its own
+    data = device_data(Dataset.from_arrays(obs, act, np.zeros((2, 512)), nxt, ~every, every, np.eye(2)))
     members = E.train_ensembles(cfg, target, data, jax.random.PRNGKey(0))
     assert jax.tree.leaves(members)[0].shape[:2] == (2, 3)
     first = jax.tree.map(lambda x: x[0], members)

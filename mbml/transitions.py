@@ -1,0 +1,47 @@
+"""Transitions on the device: what the learners sample from, next observations derived, not copied.
+
+`device_data(ds)` holds each task's observations once; transition t's next observation is
+`obs[t + 1]`, except where `final_slot[t] >= 0` (an episode end, or the last transition), where it
+is row `final_slot[t]` of `finals` (the dataset format, version 2). The SAC collectors' replay
+buffers use the same layout (with one more observation row), so one gather serves every stage.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from mbml.data import Dataset
+
+
+def device_data(ds: Dataset) -> dict:
+    """The arrays every learner samples from, on the device, with a leading task axis."""
+    return {"obs": jnp.asarray(ds.observations), "actions": jnp.asarray(ds.actions),
+            "rewards": jnp.asarray(ds.rewards), "terminals": jnp.asarray(ds.terminals, jnp.float32),
+            "finals": jnp.asarray(ds.final_observations), "final_slot": jnp.asarray(ds.final_slots())}
+
+
+def next_obs(data_k: dict, idx):
+    """Next observations of one task's transitions `idx` (any shape): [..., obs]."""
+    slot = data_k["final_slot"][idx]
+    following = data_k["obs"][jnp.minimum(idx + 1, data_k["obs"].shape[0] - 1)]
+    final = data_k["finals"][jnp.maximum(slot, 0)]
+    return jnp.where((slot >= 0)[..., None], final, following)
+
+
+def gather(data_k: dict, idx) -> dict:
+    """One task's transitions `idx` as a batch: obs, actions, rewards, next_obs, terminals (float32)."""
+    return {"obs": data_k["obs"][idx], "actions": data_k["actions"][idx], "rewards": data_k["rewards"][idx],
+            "next_obs": next_obs(data_k, idx), "terminals": data_k["terminals"][idx].astype(jnp.float32)}
+
+
+def take(data: dict, idx) -> dict:
+    """Every task's transitions `idx` [K, ...] (per-task indices) as a batch [K, ..., ...]."""
+    return jax.vmap(gather)(data, idx)
+
+
+def sample(data_k: dict, key, n: int) -> dict:
+    """n transitions of one task drawn uniformly, from the indices `data_k["rows"]` only where given."""
+    rows = data_k.get("rows")
+    idx = jax.random.randint(key, (n,), 0, data_k["obs"].shape[0] if rows is None else rows.shape[0])
+    return gather(data_k, idx if rows is None else rows[idx])
