@@ -268,9 +268,9 @@ def _mujoco(family: str, preset: str, horizon: int) -> RunConfig:
                           warmup_steps=min(10_000, steps // 10)),
             bcq=BCQConfig(actor_hidden=(256, 256), critic_hidden=(256, 256), vae_hidden=(256, 256), steps=20_000,
                           eval_every=5_000, eval_episodes=3, dataset_size=min(p["dataset"], steps)),
-            ensemble=EnsembleConfig(**ens),
+            ensemble=EnsembleConfig(steps=20_000, **ens),
             distill=DistillConfig(encoder_hidden=(200, 200), q_hidden=(256,) * 3, g_hidden=(256,) * 3,
-                                  xi_hidden=(256,) * 3, steps=10_000, eval_every=2_500))
+                                  xi_hidden=(256,) * 3, steps=4_000, eval_every=1_000))
     w = (32, 32)  # smoke
     return RunConfig(
         family=family, preset=preset,
