@@ -270,7 +270,7 @@ def _mujoco(family: str, preset: str, horizon: int) -> RunConfig:
                           eval_every=5_000, eval_episodes=3, dataset_size=min(p["dataset"], steps)),
             ensemble=EnsembleConfig(steps=20_000, **ens),
             distill=DistillConfig(encoder_hidden=(200, 200), q_hidden=(256,) * 3, g_hidden=(256,) * 3,
-                                  xi_hidden=(256,) * 3, steps=4_000, eval_every=1_000))
+                                  xi_hidden=(256,) * 3, steps=12_000, eval_every=3_000))
     w = (32, 32)  # smoke
     return RunConfig(
         family=family, preset=preset,
