@@ -269,11 +269,14 @@ def save(ds: Dataset, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    arrays = ds.arrays()
-    for name, arr in arrays.items():
-        np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
-    write_json(tmp / "meta.json", _description(ds))
-    replace_dir(tmp, path)
+    try:
+        for name, arr in ds.arrays().items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+        write_json(tmp / "meta.json", _description(ds))
+        replace_dir(tmp, path)
+    except BaseException:  # a full disk or an interrupt: leave no half-written staging folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _description(ds: Dataset) -> dict:

@@ -689,3 +689,37 @@ def test_run_chunks_after_hook_is_checkpointed(tmp_path):
     out = run_chunks(_carry0(), 4, 2, _advance_factory([]), ckpt, after=after)
     assert seen == [2, 4]
     assert int(out["calls"]) == 2 + 200  # two chunks, two after() calls, the first restored from disk
+
+
+def test_save_failing_midway_leaves_no_staging_folder(tmp_path, monkeypatch):
+    """A write error while saving (e.g. a full disk) removes the staging folder and keeps the old dataset."""
+    ds = _tiny_for_save_failure()
+    D.save(ds, tmp_path / "data")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    calls = {"n": 0}
+    real_save = np.save
+
+    def failing_save(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("No space left on device")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(np, "save", failing_save)
+    with pytest.raises(OSError):
+        D.save(ds, tmp_path / "data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert D.load(tmp_path / "data").num_transitions == ds.num_transitions
+
+
+def _tiny_for_save_failure():
+    rng = np.random.default_rng(0)
+    k, n, d = 2, 6, 3
+    per_task = []
+    for _ in range(k):
+        obs = rng.normal(size=(n + 1, d)).astype(np.float32)
+        per_task.append({"observations": obs[:-1], "next_observations": obs[1:],
+                         "actions": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+                         "rewards": rng.normal(size=n).astype(np.float32),
+                         "terminals": np.zeros(n, bool), "timeouts": np.eye(1, n, n - 1, dtype=bool)[0]})
+    return D.Dataset.from_tasks(per_task, np.zeros((k, 1)))
