@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -144,13 +145,20 @@ def _minari_cmd(cmd) -> None:
 
 
 class _Bars:
-    """rich progress bars, one per (seed, stage) label."""
+    """Progress per (seed, stage) label: rich bars on a terminal; elsewhere (a log file, CI) one plain
+    line per label at most every `LINE_EVERY` seconds, with the rate and the time left, and one when
+    the label finishes (only that one with `quiet`). `MBML_PROGRESS=1` forces the bars."""
 
-    def __init__(self, quiet: bool):
-        self.quiet = quiet or not sys.stderr.isatty() and os.environ.get("MBML_PROGRESS") != "1"
+    LINE_EVERY = 60.0
+
+    def __init__(self, quiet: bool, clock=time.monotonic):
+        self.quiet = quiet
+        self.bars = not quiet and (sys.stderr.isatty() or os.environ.get("MBML_PROGRESS") == "1")
+        self.clock = clock
         self.tasks = {}
+        self.lines = {}  # label -> (start time, first done, last line time)
         self.progress = None
-        if not self.quiet:
+        if self.bars:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.progress = Progress(TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(),
@@ -158,17 +166,29 @@ class _Bars:
             self.progress.start()
 
     def __call__(self, label: str, done: int, total: int):
-        if self.quiet:
-            if done == total:
-                print(f"  {label}: done", file=sys.stderr, flush=True)
+        if self.bars:
+            if label not in self.tasks:
+                self.tasks[label] = self.progress.add_task(label, total=total)
+            self.progress.update(self.tasks[label], completed=done, total=total)
             return
-        if label not in self.tasks:
-            self.tasks[label] = self.progress.add_task(label, total=total)
-        self.progress.update(self.tasks[label], completed=done, total=total)
+        now = self.clock()
+        start, first, last = self.lines.setdefault(label, (now, done, now))
+        if done >= total:
+            print(f"  {label}: done {total}/{total} in {_hms(now - start)}", file=sys.stderr, flush=True)
+        elif not self.quiet and now - last >= self.LINE_EVERY:
+            rate = (done - first) / max(now - start, 1e-9)
+            left = f", about {_hms((total - done) / rate)} left" if rate > 0 else ""
+            print(f"  {label}: {done}/{total} ({rate:.3g}/s{left})", file=sys.stderr, flush=True)
+            self.lines[label] = (start, first, now)
 
     def close(self):
         if self.progress is not None:
             self.progress.stop()
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def _check(methods, seeds):

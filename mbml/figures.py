@@ -26,32 +26,54 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _starts(ds, t: int) -> np.ndarray:
+    """First step of each episode in task t's data (after a terminal or a time-limit cut)."""
+    ends = np.asarray(ds.terminals[t], bool) | np.asarray(ds.timeouts[t], bool)
+    return np.concatenate([[True], ends[:-1]])
+
+
 def datasets(run, seed: int, path: Path) -> Path:
-    """(a) State visitation of each task's dataset (the paper's Fig. 1 picture)."""
+    """(a) Where each task's dataset went (the paper's Fig. 1 picture), in the family's `view`:
+    positions as a scatter, or a velocity as one histogram per task."""
     ds = run.dataset(seed)
+    fam = run.family
+    view = fam.view
     k = ds.num_tasks
     fig, ax = plt.subplots(figsize=(6, 4))
     cmap = plt.get_cmap("viridis", k)
     rng = np.random.default_rng(0)
+    goals = fam.train_tasks
     for t in range(k):
         obs = np.asarray(ds.observations[t])
-        pick = rng.choice(len(obs), min(len(obs), 1500), replace=False)
-        ax.scatter(obs[pick, 0], obs[pick, 1], s=2, alpha=0.3, color=cmap(t))
-    goals = run.family.train_tasks
-    if goals.shape[1] == 2:
+        pts = view.points(obs, {key: np.asarray(v[t]) for key, v in ds.extras.items()}, _starts(ds, t))
+        if pts.ndim == 1:
+            ax.hist(pts, bins=60, histtype="step", density=True, color=cmap(t))
+            if view.tasks == "values":
+                ax.axvline(goals[t, 0], color=cmap(t), ls="--", lw=1)
+            continue
+        pick = rng.choice(len(pts), min(len(pts), 1500), replace=False)
+        ax.scatter(pts[pick, 0], pts[pick, 1], s=2, alpha=0.3, color=cmap(t))
+    if view.tasks == "points" and goals.shape[1] == 2:
         ax.scatter(goals[:, 0], goals[:, 1], marker="*", s=150, c=[cmap(t) for t in range(k)], edgecolors="k",
                    label="training goals")
-        ax.scatter(run.family.test_tasks[:, 0], run.family.test_tasks[:, 1], marker="x", s=60, c="k", label="test goals")
+        ax.scatter(fam.test_tasks[:, 0], fam.test_tasks[:, 1], marker="x", s=60, c="k", label="test goals")
         ax.legend(loc="lower left", fontsize=8)
         ax.set_aspect("equal")
-    ax.set_xlabel("observation[0]")
-    ax.set_ylabel("observation[1]")
-    ax.set_title(f"{run.family.name}: states visited by each task's dataset (seed {seed})")
+    elif view.tasks == "directions":
+        reach = np.abs(ax.get_xlim() + ax.get_ylim()).max()
+        for t, theta in enumerate(goals[:, 0]):
+            ax.plot([0, reach * np.cos(theta)], [0, reach * np.sin(theta)], color=cmap(t), lw=1, ls="--")
+        ax.set_aspect("equal")
+    ax.set_xlabel(view.labels[0])
+    ax.set_ylabel(view.labels[1] if len(view.labels) > 1 else "density")
+    what = "states visited" if len(view.labels) > 1 else "velocities"
+    ax.set_title(f"{fam.name}: {what} in each task's dataset (seed {seed})"
+                 + (";\ndashed: the task's target" if view.tasks in ("values", "directions") else ""))
     return _save(fig, path)
 
 
 def scores(res: dict, path: Path) -> Path:
-    """(b) Test score per method: every seed, mean and 95% CI, with oracle and random references."""
+    """(b) Test score per method: every seed, mean and 95% CI, with oracle, random and teacher references."""
     methods = list(res["methods"])
     fig, ax = plt.subplots(figsize=(1.6 * len(methods) + 2.5, 4))
     for i, m in enumerate(methods):
@@ -61,9 +83,12 @@ def scores(res: dict, path: Path) -> Path:
         lo, hi = t["ci95"]
         ax.errorbar(i, t["mean"], yerr=[[t["mean"] - lo], [hi - t["mean"]]], fmt="s", color="k", capsize=6, zorder=4)
     refs = res["references"]
-    for name, style in (("oracle", "--"), ("random", ":")):
+    for name, style in (("oracle", "--"), ("random", ":"), ("zero_action", (0, (1, 4)))):
         if name in refs:
-            ax.axhline(refs[name]["test"]["mean"], ls=style, color="gray", label=name)
+            ax.axhline(refs[name]["test"]["mean"], ls=style, color="gray", label=name.replace("_", " ") + "s"
+                       if name == "zero_action" else name)
+    if "teachers" in refs:  # a reference, not a test score: each teacher on its own training task
+        ax.axhline(refs["teachers"]["train"]["mean"], ls="-.", color="tab:brown", label="teachers (own training tasks)")
     ax.set_xticks(range(len(methods)), methods)
     ax.set_ylabel("test score (mean return, episodes 3-5)")
     ax.set_title("Unseen test tasks: seeds, mean and 95% CI")

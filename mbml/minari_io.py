@@ -35,6 +35,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from mbml import data as D
+from mbml.dataset_writer import DatasetWriter
 from mbml.errors import MbmlError
 from mbml.io import replace_dir
 
@@ -316,7 +317,7 @@ def _check_episode(ep, dataset_id: str, j: int, extras: list[str], dims: tuple[i
                             f"expected {want} for {steps} steps")
 
 
-def _fill(writer: D.DatasetWriter, task: int, dataset, dataset_id: str, extras: list[str], plan: _Plan) -> None:
+def _fill(writer: DatasetWriter, task: int, dataset, dataset_id: str, extras: list[str], plan: _Plan) -> None:
     """The second pass: task `task`'s episodes into `writer`, one at a time."""
     def visit(j: int, ep) -> None:
         if j >= len(plan.lengths) or len(ep.rewards) != plan.lengths[j]:
@@ -373,7 +374,7 @@ def import_minari(dataset_ids: list[str], out_dir: Path, root: Path | None = Non
         meta = infos[0].get("meta")
         if not isinstance(meta, dict):  # not written by mbml: record where it came from
             meta = {"source": "minari", "minari_ids": list(dataset_ids)}
-        with D.DatasetWriter(out_dir, np.array([info["task"] for info in infos], np.float64), counts[0],
+        with DatasetWriter(out_dir, np.array([info["task"] for info in infos], np.float64), counts[0],
                              max(plan.num_finals for plan in plans), *dims, extras={n: shapes[n] for n in extras},
                              meta=meta, min_tasks=2) as writer:
             for task, (dataset_id, (dataset, _)) in enumerate(opened.items()):

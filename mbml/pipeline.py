@@ -329,7 +329,8 @@ class Run:
             io.write_json(path, out)
 
     def references(self, seed: int, force: bool = False) -> None:
-        """Teachers on their own tasks; oracle and random policies on train and test tasks."""
+        """Teachers on their own tasks; oracle and random policies (MuJoCo: random and zero actions) on
+        train and test tasks."""
         path = self.seed_dir(seed) / "eval" / "references.json"
         if path.exists() and not force:
             return
@@ -343,9 +344,11 @@ class Run:
                 k = jax.random.fold_in(key, i + 1)
                 if fam.jax_env is not None:
                     refs = rollout.reference_scores(fam, t, k)
-                else:  # a uniform random policy; MuJoCo families have no scripted oracle
+                else:  # MuJoCo families have no scripted oracle: a uniform random policy, and zero actions
                     rand = lambda obs, kk: jax.random.uniform(kk, obs.shape[:1] + (fam.act_dim,), minval=-1, maxval=1)  # noqa: E731
-                    refs = {"random": mean_returns(fam, np.asarray(t), rand, k, self.cfg.eval.episodes)}
+                    still = lambda obs, kk: jnp.zeros(obs.shape[:1] + (fam.act_dim,))  # noqa: E731
+                    refs = {"random": mean_returns(fam, np.asarray(t), rand, k, self.cfg.eval.episodes),
+                            "zero_action": mean_returns(fam, np.asarray(t), still, k, self.cfg.eval.episodes)}
                 for name, v in refs.items():
                     out.setdefault(name, {})[split] = np.asarray(v).tolist()
             ds = self.dataset(seed)

@@ -11,6 +11,10 @@ from mbml import io
 from mbml.pipeline import Run, peak_rss_mb, versions
 from mbml import config as C
 
+# Score references beside the teachers: a scripted oracle (families with one), a uniform random
+# policy, and zero actions (MuJoCo families: "does the policy do anything at all?").
+REFERENCES = ("oracle", "random", "zero_action")
+
 # two-sided 95% Student-t quantiles for 1..30 degrees of freedom
 _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
@@ -53,7 +57,7 @@ def collect_results(run: Run, seeds, methods) -> dict:
         if all("diagnostic" in e for e in ev):
             res["methods"][m]["diagnostic"] = {k: float(np.mean([e["diagnostic"][k] for e in ev]))
                                                for k in ev[0]["diagnostic"]}
-    for name in ("oracle", "random"):
+    for name in REFERENCES:
         if name in refs[0]:
             res["references"][name] = {split: {"mean": float(np.mean([r[name][split] for r in refs]))}
                                        for split in ("test", "train")}
@@ -85,7 +89,7 @@ def markdown_table(res: dict) -> str:
         d = f"{100 * diag['reads_rewards']:.0f}% / {100 * diag['reads_states']:.0f}%" if diag else "–"
         lines.append(f"| `{m}` | {t['mean']:.2f} [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}] | {frac} | {tr['mean']:.2f} | {d} |")
     refs = res["references"]
-    for name in ("oracle", "random"):
+    for name in REFERENCES:
         if name in refs:
             lines.append(f"| {name} (reference) | {refs[name]['test']['mean']:.2f} | | {refs[name]['train']['mean']:.2f} | |")
     lines.append(f"| BCQ teachers, own tasks | | | {refs['teachers']['train']['mean']:.2f} | |")
@@ -94,16 +98,16 @@ def markdown_table(res: dict) -> str:
 
 def runs_table(results: list[dict]) -> str:
     """One row per (run, method): the README's table of every family run so far."""
-    lines = ["| family | preset | seeds | method | test score (95% CI) | teachers, own tasks | random (test) | stage time |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| family | preset | seeds | method | test score (95% CI) | teachers, own tasks | random (test) "
+             "| zero actions (test) | stage time |", "|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         refs, secs = res["references"], sum(res["timings"].values())
-        rand = f"{refs['random']['test']['mean']:.2f}" if "random" in refs else "–"
+        rand, still = (f"{refs[n]['test']['mean']:.2f}" if n in refs else "–" for n in ("random", "zero_action"))
         for m, v in res["methods"].items():
             t = v["test"]
             lines.append(f"| `{res['family']}` | {res['preset']} | {', '.join(map(str, res['seeds']))} | `{m}` | "
                          f"{t['mean']:.2f} [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}] | "
-                         f"{refs['teachers']['train']['mean']:.2f} | {rand} | {secs / 3600:.1f} h |")
+                         f"{refs['teachers']['train']['mean']:.2f} | {rand} | {still} | {secs / 3600:.1f} h |")
     return "\n".join(lines)
 
 

@@ -226,3 +226,29 @@ def test_command_help_describes_every_option(capsys, name):
     for field, doc in docs.items():
         first = doc.split(" (")[0].split(":")[0]
         assert _flat(first) in _flat(out), (field, first)
+
+
+def test_progress_lines_off_a_terminal(capsys):
+    """Without a terminal (a log file), progress is a plain line per label at most once a minute,
+    with rate and time left, and a line when the label finishes."""
+    from mbml.cli import _Bars
+
+    now = [0.0]
+    bars = _Bars(quiet=False, clock=lambda: now[0])
+    assert not bars.bars  # pytest captures stderr: not a tty
+    bars("seed 0 collect", 0, 1000)
+    now[0] = 30.0
+    bars("seed 0 collect", 100, 1000)  # under a minute since the start: no line
+    now[0] = 60.0
+    bars("seed 0 collect", 200, 1000)
+    now[0] = 300.0
+    bars("seed 0 collect", 1000, 1000)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["  seed 0 collect: 200/1000 (3.33/s, about 4m00s left)", "  seed 0 collect: done 1000/1000 in 5m00s"]
+
+    quiet = _Bars(quiet=True, clock=lambda: now[0])
+    quiet("seed 0 teachers", 0, 10)
+    now[0] = 1000.0
+    quiet("seed 0 teachers", 5, 10)
+    quiet("seed 0 teachers", 10, 10)
+    assert capsys.readouterr().err.splitlines() == ["  seed 0 teachers: done 10/10 in 11m40s"]

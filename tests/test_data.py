@@ -15,6 +15,7 @@ import pytest
 
 from mbml import data as D, io
 from mbml.data import Dataset
+from mbml.dataset_writer import DatasetWriter
 from mbml.errors import MbmlError
 from mbml.train_loop import run_chunks
 
@@ -281,7 +282,7 @@ def write_in_pieces(a: dict, path: Path, size: int, num_finals: int | None = Non
     k, n, d = a["observations"].shape
     extras = {name: v.shape[2:] for name, v in a.items() if name not in (*PER_STEP, "next_observations", "tasks")}
     m = int(D.final_mask(a["terminals"], a["timeouts"]).sum(1).max()) if num_finals is None else num_finals
-    with D.DatasetWriter(path, a["tasks"], n, m, d, a["actions"].shape[-1], extras=extras, **kwargs) as w:
+    with DatasetWriter(path, a["tasks"], n, m, d, a["actions"].shape[-1], extras=extras, **kwargs) as w:
         for s in range(0, n, size):
             for t in range(k):
                 w.append(t, **{name: v[t, s:s + size] for name, v in a.items() if name != "tasks"})
@@ -310,7 +311,7 @@ def test_writer_takes_pieces_of_any_length_and_replaces_a_dataset(tmp_path, make
     ds, old = make_dataset(k=2, n=16), make_dataset(k=3, n=8, seed=1)
     D.save(old, tmp_path / "data")
     a = stacked(ds)
-    with D.DatasetWriter(tmp_path / "data", ds.tasks, 16, 3, 2, 2, extras={"x_velocity": (), "xy": (2,)},
+    with DatasetWriter(tmp_path / "data", ds.tasks, 16, 3, 2, 2, extras={"x_velocity": (), "xy": (2,)},
                          meta=ds.meta) as w:
         for t in (1, 0):
             for s, e in [(0, 0), (0, 7), (7, 8), (8, 8), (8, 16), (16, 16)]:
@@ -334,7 +335,7 @@ def test_writer_error_midway_leaves_no_folder_and_the_old_dataset(tmp_path, make
         return piece
 
     with pytest.raises(error, match="observations of task 1 holds 1 NaN" if error is MbmlError else None):
-        with D.DatasetWriter(tmp_path / "data", a["tasks"], 8, 2, 2, 2, extras={"x_velocity": (), "xy": (2,)}) as w:
+        with DatasetWriter(tmp_path / "data", a["tasks"], 8, 2, 2, 2, extras={"x_velocity": (), "xy": (2,)}) as w:
             for s in (0, 4):
                 for t in range(2):
                     w.append(t, **spoilt(t, s, s + 4))
@@ -363,7 +364,7 @@ def test_writer_checks_what_it_is_given(tmp_path, case, match):
         a["actions"] = a["actions"][:, :, :1]
 
     def run():
-        with D.DatasetWriter(tmp_path / "w", a["tasks"], 12, 3, 3, 2, extras={"x_velocity": (), "xy": (2,)}) as w:
+        with DatasetWriter(tmp_path / "w", a["tasks"], 12, 3, 3, 2, extras={"x_velocity": (), "xy": (2,)}) as w:
             for s in range(0, 12, 5):
                 for t in range(2):
                     w.append(t, **{name: v[t, s:s + 5] for name, v in a.items() if name != "tasks"})
@@ -384,7 +385,7 @@ def test_writer_checks_the_layout(tmp_path, case, match):
 
     def run():
         m = {"num_finals too small": 2, "num_finals too large": 4}.get(case, 3)
-        with D.DatasetWriter(tmp_path / "w", a["tasks"], 12, m, 3, 2) as w:
+        with DatasetWriter(tmp_path / "w", a["tasks"], 12, m, 3, 2) as w:
             for t in range(2):
                 stop = 10 if case == "too few" and t == 1 else 12
                 w.append(t, **{name: v[t, :stop] for name, v in a.items() if name != "tasks"})
@@ -407,7 +408,7 @@ def test_writer_checks_the_layout(tmp_path, case, match):
 ])
 def test_writer_refuses_a_bad_layout_before_writing(tmp_path, args, match):
     kwargs = dict(tasks=np.zeros((2, 2)), num_transitions=12, num_finals=3, obs_dim=3, act_dim=2) | args
-    raises_one_line(D.DatasetWriter, tmp_path / "w", **kwargs, match=match)
+    raises_one_line(DatasetWriter, tmp_path / "w", **kwargs, match=match)
     assert not list(tmp_path.iterdir())
 
 

@@ -407,3 +407,40 @@ def test_rgb_array_render_shows_the_scene():
     if done.returncode != 0 and ("GL" in err or "display" in err.lower()):
         pytest.skip(f"no OpenGL rendering here: {err[-200:]}")
     assert done.returncode == 0, err[-2000:]
+
+
+def test_state_views_sum_displacements_per_episode_and_give_velocities():
+    """The datasets figure's views: positions restart at each episode, velocities are Δx / dt."""
+    from mbml.families.base import velocity_from, xy_from
+
+    delta = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.5, 0.5], [0.5, 0.5]])
+    starts = np.array([True, False, False, True, False])
+    pos = xy_from("d", "directions").points(None, {"d": delta}, starts)
+    np.testing.assert_allclose(pos, [[1, 0], [2, 0], [2, 2], [0.5, 0.5], [1, 1]])
+    vel = velocity_from("dx", 0.05).points(None, {"dx": np.array([0.05, -0.1])}, np.array([True, False]))
+    np.testing.assert_allclose(vel, [1.0, -2.0])
+    for name in FAMILIES:
+        f = get_family(name)
+        assert f.view.tasks in ("", "points", "directions", "values")
+        if f.view.tasks == "points":
+            assert f.train_tasks.shape[1] == 2, name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_datasets_figure_draws_each_family_view(tmp_path, name):
+    from types import SimpleNamespace
+
+    from mbml import figures
+
+    f = get_family(name)
+    k, n = len(f.train_tasks), 50
+    rng = np.random.default_rng(0)
+    ends = np.zeros((k, n), bool)
+    ends[:, 24] = True
+    shapes = {"xy_delta": (2,), "torso_xy": (2,), "com_xy_delta": (2,), "x_delta": ()}
+    ds = SimpleNamespace(num_tasks=k, observations=rng.normal(size=(k, n, f.obs_dim)).astype(np.float32),
+                         terminals=np.zeros((k, n), bool), timeouts=ends,
+                         extras={e: rng.normal(size=(k, n) + shapes[e]) * 0.05 for e in f.extras})
+    run = SimpleNamespace(family=f, dataset=lambda seed: ds)
+    path = figures.datasets(run, 0, tmp_path / "datasets.png")
+    assert path.stat().st_size > 10_000

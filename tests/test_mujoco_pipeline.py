@@ -31,6 +31,8 @@ def test_smoke_pipeline_on_a_mujoco_family(tmp_path, family):
         assert np.array(ev["test"]["returns"]).shape == (len(fam.test_tasks), 3)
         assert np.isfinite(res["methods"][m]["test"]["mean"])
     assert "oracle" not in res["references"] and np.isfinite(res["references"]["random"]["test"]["mean"])
+    assert np.isfinite(res["references"]["zero_action"]["test"]["mean"])
+    assert "| zero_action (reference) |" in (out / "report.md").read_text()
     assert (out / "report.md").exists()
 
 

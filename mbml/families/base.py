@@ -29,6 +29,43 @@ class TrueReward(Protocol):
                  extras: dict[str, np.ndarray]) -> np.ndarray: ...
 
 
+class StateView(NamedTuple):
+    """Where a task's data went, for the datasets figure (the paper's Fig. 1 picture).
+
+    points(obs [N, obs], extras {k: [N, ...]}, starts [N] bool: first step of an episode) gives [N, 2]
+    positions (a scatter) or [N] values (a histogram); `labels` names the axes; `tasks` says how the
+    family's task parameters are drawn on it: "points" (goals), "directions" (rays from the origin),
+    "values" (vertical lines) or "" (not drawn).
+    """
+
+    points: Callable[[np.ndarray, dict, np.ndarray], np.ndarray]
+    labels: tuple[str, ...]
+    tasks: str = ""
+
+
+def _episode_sums(key: str):
+    def positions(obs, extras, starts):
+        delta = np.asarray(extras[key], np.float64)
+        total = np.cumsum(delta, axis=0)
+        first = np.maximum.accumulate(np.where(starts, np.arange(len(starts)), 0))
+        return total - total[first] + delta[first]  # position after each step, from 0 at each episode start
+    return positions
+
+
+def xy_from(key: str, tasks: str) -> StateView:
+    """Positions summed from per-step xy displacements stored in `extras[key]`."""
+    return StateView(_episode_sums(key), ("x (sum of steps in the episode)", "y"), tasks)
+
+
+def velocity_from(key: str, dt: float, tasks: str = "") -> StateView:
+    """Forward velocity from a per-step x displacement stored in `extras[key]`."""
+    return StateView(lambda obs, extras, starts: np.asarray(extras[key], np.float64) / dt,
+                     ("forward velocity (m/s)",), tasks)
+
+
+OBS_XY = StateView(lambda obs, extras, starts: obs[:, :2], ("observation[0] (x)", "observation[1] (y)"), "points")
+
+
 @dataclass(frozen=True, eq=False)  # hashed by identity: families are cached singletons, static under jit
 class Family:
     """A task family. Task arrays have shape [num_tasks, task_dim]."""
@@ -53,4 +90,6 @@ class Family:
     """Per-step info keys that datasets store because `true_reward` needs them."""
     max_action: float = 1.0
     notes: str = ""
+    view: StateView = OBS_XY
+    """How the datasets figure shows the states each task's data visited."""
     task_names: tuple[str, ...] = field(default_factory=tuple)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mbml.families.base import Family
+from mbml.families.base import Family, StateView, xy_from
 from mbml.families.mujoco.base import MujocoTaskEnv, load_model, rescale_action
 from mbml.families.mujoco.tasks import TaskSpace, ant_goal_tasks, batch_task, direction_tasks
 
@@ -124,7 +124,7 @@ def ant_dir() -> Family:
         name="ant-dir", obs_dim=111, act_dim=8, horizon=HORIZON,
         train_tasks=splits.train, test_tasks=splits.test, ood_tasks=splits.ood,
         make_env=AntDirEnv,
-        true_reward=ant_dir_true_reward, extras=("xy_delta",),
+        true_reward=ant_dir_true_reward, extras=("xy_delta",), view=xy_from("xy_delta", "directions"),
         notes="Task: direction θ (rad). Obs: qpos[2:] (13) + qvel (14) + clipped cfrc_ext (84). "
               + _CONTACT_NOTE)
 
@@ -136,5 +136,6 @@ def ant_goal() -> Family:
         train_tasks=splits.train, test_tasks=splits.test, ood_tasks=splits.ood,
         make_env=AntGoalEnv,
         true_reward=ant_goal_true_reward, extras=("torso_xy",),
+        view=StateView(lambda obs, extras, starts: np.asarray(extras["torso_xy"]), ("torso x", "torso y"), "points"),
         notes="Task: goal (x, y). Obs: qpos (15) + qvel (14) + clipped cfrc_ext (84); L1 goal "
               "reward. " + _CONTACT_NOTE)

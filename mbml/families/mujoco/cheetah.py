@@ -7,7 +7,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from mbml.families.base import Family
+from mbml.families.base import Family, velocity_from
 from mbml.families.mujoco.base import MujocoTaskEnv, load_model, rescale_action
 from mbml.families.mujoco.tasks import TaskSpace, batch_task, cheetah_vel_tasks
 
@@ -75,4 +75,5 @@ def halfcheetah_vel() -> Family:
         train_tasks=splits.train, test_tasks=splits.test, ood_tasks=splits.ood,
         make_env=HalfCheetahVelEnv,
         true_reward=halfcheetah_vel_true_reward, extras=("x_delta",),
+        view=velocity_from("x_delta", DT, "values"),
         notes="Task: target velocity (m/s). Obs float32: qpos[1:] (8) + qvel (9) + torso xyz (3).")

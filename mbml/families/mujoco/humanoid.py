@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mbml.families.base import Family
+from mbml.families.base import Family, xy_from
 from mbml.families.mujoco.base import MujocoTaskEnv, load_model, rescale_action
 from mbml.families.mujoco.tasks import TaskSpace, batch_task, direction_tasks
 
@@ -91,6 +91,7 @@ def humanoid_dir() -> Family:
         train_tasks=splits.train, test_tasks=splits.test, ood_tasks=splits.ood,
         make_env=HumanoidDirEnv,
         true_reward=humanoid_dir_true_reward, extras=("com_xy_delta",),
+        view=xy_from("com_xy_delta", "directions"),
         notes="HumanoidDir-M. Task: direction θ (rad), same values as ant-dir. Forward term "
               "1.25·Δcom/0.003 (6.25 x COM velocity), as the authors. cfrc_ext dims (last 84) and "
               "impact cost are 0 unless make_env(task, contact_forces=True).")

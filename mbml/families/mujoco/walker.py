@@ -15,7 +15,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from mbml.families.base import Family
+from mbml.families.base import Family, velocity_from
 from mbml.families.mujoco.base import MujocoTaskEnv, load_model, rescale_action
 from mbml.families.mujoco.tasks import (WALKER_BASE, WALKER_GROUPS, WALKER_LIMIT,
                                         WALKER_TASK_DIM, TaskSpace, walker_param_tasks)
@@ -87,6 +87,7 @@ def walker_param() -> Family:
         train_tasks=splits.train, test_tasks=splits.test, ood_tasks=splits.ood,
         make_env=WalkerParamEnv,
         true_reward=walker_param_true_reward, extras=("x_delta",), dynamics_differ=True,
+        view=velocity_from("x_delta", DT),
         notes="Task: 65 exponents e (body_mass 8 | body_inertia 8x3 | dof_damping 9 | "
               "geom_friction 8x3); params = default x 1.5^e (damping 1.3^e). Our seeded generator "
               "(seed 1337), not the authors' pickle. Timestep 0.004, RK4, frame skip 4.")
