@@ -48,6 +48,17 @@ def grow_finals(buf: dict, need: int) -> dict:
     return {**buf, "finals": jnp.concatenate([buf["finals"], more], 1)}
 
 
+def write_step(buf: dict, t, item: dict, obs_after, next_obs) -> dict:
+    """One task's buffer with step t written: `item` (a value of each per-step array), the observation
+    after it (row t + 1: the next one, or the reset after an episode end) and, if the episode ended
+    (`item["final_slot"]` >= 0), its true next observation as that row of `finals`."""
+    slot = item["final_slot"]
+    out = {**buf, **{name: buf[name].at[t].set(v) for name, v in item.items()}}
+    return {**out, "obs": out["obs"].at[t + 1].set(obs_after),
+            "finals": buf["finals"].at[jnp.where(slot >= 0, slot, buf["finals"].shape[0])].set(next_obs, mode="drop"),
+            "ends": buf["ends"] + (slot >= 0)}
+
+
 def buffer_dataset(buf: dict, tasks: np.ndarray, meta: dict) -> Dataset:
     """The dataset of full replay buffers (host arrays)."""
     n = buf["rewards"].shape[1]
@@ -102,11 +113,9 @@ def _step_one(family: Family, cfg: SACConfig, carry, task, t):
     done = terminal | timeout
     env_state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, env_state)
     obs = jnp.where(done, reset_obs, next_obs)
-    b, slot = carry["buf"], jnp.where(done, carry["buf"]["ends"], -1)
-    item = {"actions": action, "rewards": reward, "terminals": terminal, "timeouts": timeout, "final_slot": slot}
-    buf = {**b, **{name: b[name].at[t].set(v) for name, v in item.items()}, "obs": b["obs"].at[t + 1].set(obs),
-           "finals": b["finals"].at[jnp.where(done, slot, b["finals"].shape[0])].set(next_obs, mode="drop"),
-           "ends": b["ends"] + done}
+    item = {"actions": action, "rewards": reward, "terminals": terminal, "timeouts": timeout,
+            "final_slot": jnp.where(done, carry["buf"]["ends"], -1)}
+    buf = write_step(carry["buf"], t, item, obs, next_obs)
 
     def learn(state):
         idx = jax.random.randint(k_idx, (cfg.batch_size,), 0, t + 1)

@@ -24,33 +24,39 @@ def score(returns, score_from: int):
     return jnp.mean(returns[..., score_from:], axis=-1)
 
 
-def adapt_one_task(family: Family, cfg: DistillConfig, ev: EvalConfig, phi: float, params: S.Student, task, key):
-    """Run the protocol on one task; returns per-episode returns [E] and posterior means [E+1, latent]."""
+def adapt_one_task(family: Family, cfg: DistillConfig, ev: EvalConfig, phi: float, params: S.Student, task, key,
+                   use_mean: bool = False) -> dict:
+    """Run the protocol on one task. Returns per-episode `returns` [E], `posterior_means` [E+1, latent]
+    (the prior's first), `posterior_std` [E] (mean std after each episode) and `last_obs` [E, obs]
+    (where each episode ended). `use_mean` acts with the posterior mean from episode 2 on instead
+    of a sample (an analysis switch; the protocol samples)."""
     h, e = family.horizon, ev.episodes
     cdim = 2 * family.obs_dim + family.act_dim + 1
     buf, mask = jnp.zeros((e * h, cdim)), jnp.zeros(e * h, bool)
     mu, var = jnp.zeros(cfg.latent_dim), jnp.ones(cfg.latent_dim)  # the prior
-    returns, means = [], [mu]
+    returns, means, stds, last = [], [mu], [], []
     for i in range(e):  # unrolled: e is small
         key, kz, kr = jax.random.split(key, 3)
-        z = mu + jnp.sqrt(var) * jax.random.normal(kz, mu.shape)
+        noise = 0.0 if use_mean and i > 0 else 1.0  # episode 1 always samples the prior
+        z = mu + noise * jnp.sqrt(var) * jax.random.normal(kz, mu.shape)
         pol = lambda obs, k, z=z: S.act(cfg, family.act_dim, phi, ev.num_candidates, params, obs, z, k)  # noqa: E731
         ret, tr = rollout.episode(family, pol, task, kr)
         ctx = S.context(tr["obs"], tr["actions"], tr["rewards"], tr["next_obs"])
         buf = jax.lax.dynamic_update_slice(buf, ctx, (i * h, 0))
         mask = jax.lax.dynamic_update_slice(mask, tr["valid"], (i * h,))
         mu, var = S.posterior(*S.encode(cfg, params.encoder, buf), mask)
-        returns.append(ret)
-        means.append(mu)
-    return jnp.stack(returns), jnp.stack(means)
+        returns.append(ret), means.append(mu), stds.append(jnp.sqrt(var).mean()), last.append(tr["next_obs"][-1])
+    return {"returns": jnp.stack(returns), "posterior_means": jnp.stack(means), "posterior_std": jnp.stack(stds),
+            "last_obs": jnp.stack(last)}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def evaluate_student(family: Family, cfg: DistillConfig, ev: EvalConfig, phi: float, params, tasks, key):
     """Protocol on every task: dict of per-episode `returns` [T, E], `score` [T], `posterior_means` [T, E+1, L]."""
     keys = jax.random.split(key, tasks.shape[0])
-    rets, means = jax.vmap(lambda t, k: adapt_one_task(family, cfg, ev, phi, params, t, k))(tasks, keys)
-    return {"returns": rets, "score": score(rets, ev.score_from), "posterior_means": means}
+    out = jax.vmap(lambda t, k: adapt_one_task(family, cfg, ev, phi, params, t, k))(tasks, keys)
+    return {"returns": out["returns"], "score": score(out["returns"], ev.score_from),
+            "posterior_means": out["posterior_means"]}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

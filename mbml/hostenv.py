@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mbml import sac, student as S
-from mbml.collect import buffer_dataset, empty_buffer, grow_finals, run_collection
+from mbml.collect import buffer_dataset, empty_buffer, grow_finals, run_collection, write_step
 from mbml.config import DistillConfig, EvalConfig, SACConfig
 from mbml.data import Dataset
 from mbml.errors import MbmlError
@@ -149,16 +149,8 @@ def _act(cfg: SACConfig, act_dim: int, actors, obs, key):
     return jax.vmap(lambda p, o, k: sac.sample_action(cfg, p, o, k, act_dim)[0])(actors, obs, keys)
 
 
-@functools.partial(jax.jit, donate_argnums=(0,))
-def _write(buf, t, item, obs_after, next_obs):
-    """Step t of every task: `item` (a column of each array), the observation after it (row t + 1)
-    and, for the tasks whose episode ended (`final_slot` >= 0), `next_obs` as that row of `finals`."""
-    slot = item["final_slot"]
-    k, cap = buf["finals"].shape[:2]
-    out = {**buf, **{name: buf[name].at[:, t].set(v) for name, v in item.items()}}
-    return {**out, "obs": out["obs"].at[:, t + 1].set(obs_after),
-            "finals": buf["finals"].at[jnp.arange(k), jnp.where(slot >= 0, slot, cap)].set(next_obs, mode="drop"),
-            "ends": buf["ends"] + (slot >= 0)}
+_write = jax.jit(jax.vmap(write_step, in_axes=(0, None, 0, 0, 0)), donate_argnums=(0,))
+"""Step t of every task (`collect.write_step` over the task axis), in place (the buffer is donated)."""
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(3,))

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mbml import rollout, student as S
+from mbml import evaluate, rollout, student as S
 from mbml.pipeline import Run
 from mbml.transitions import device_data, take
 
@@ -65,29 +65,13 @@ def main() -> None:
         print(f"   {size:4d} transitions: z = posterior mean {float(r_mean):7.2f}, z sampled {float(r_samp):7.2f}, "
               f"posterior std {float(jnp.sqrt(var).mean()):.2f}")
 
-    def protocol(task, kk, use_mean):
-        h, e = fam.horizon, ev.episodes
-        buf, mask = jnp.zeros((e * h, 2 * fam.obs_dim + fam.act_dim + 1)), jnp.zeros(e * h, bool)
-        mu, var = jnp.zeros(cfg.latent_dim), jnp.ones(cfg.latent_dim)
-        rets, stds, ends = [], [], []
-        for i in range(e):
-            kk, kz, kr = jax.random.split(kk, 3)
-            noise = 0.0 if (use_mean and i > 0) else 1.0  # episode 1 always samples the prior
-            z = mu + noise * jnp.sqrt(var) * jax.random.normal(kz, mu.shape)
-            ret, tr = rollout.episode(fam, act_with(z), task, kr)
-            ctx = S.context(tr["obs"], tr["actions"], tr["rewards"], tr["next_obs"])
-            buf = jax.lax.dynamic_update_slice(buf, ctx, (i * h, 0))
-            mask = jax.lax.dynamic_update_slice(mask, tr["valid"], (i * h,))
-            mu, var = S.posterior(*S.encode(cfg, params.encoder, buf), mask)
-            rets.append(ret), stds.append(jnp.sqrt(var).mean()), ends.append(tr["next_obs"][-1])
-        return jnp.stack(rets), jnp.stack(stds), jnp.stack(ends)
-
     keys = jax.random.split(jax.random.PRNGKey(7), args.draws * k).reshape(args.draws, k, -1)
     goal_angle = np.arctan2(fam.train_tasks[:, 1], fam.train_tasks[:, 0])
     print(f"\n2. the protocol, per episode (mean over {args.draws} runs per goal; score = episodes 3-5)")
     for use_mean in (False, True):
-        f = jax.jit(jax.vmap(jax.vmap(lambda t, kk: protocol(t, kk, use_mean)), (None, 0)))
-        r, s, ends = (np.asarray(x) for x in f(tasks, keys))
+        one = functools.partial(evaluate.adapt_one_task, fam, cfg, ev, phi, params, use_mean=use_mean)
+        out = jax.jit(jax.vmap(jax.vmap(one), (None, 0)))(tasks, keys)
+        r, s, ends = (np.asarray(out[name]) for name in ("returns", "posterior_std", "last_obs"))
         label = "z = posterior mean " if use_mean else "z sampled (spec)   "
         print(f"   {label} returns {np.round(r.mean((0, 1)), 2)}  score {r[..., 2:].mean():.2f}  "
               f"posterior std {np.round(s.mean((0, 1)), 2)}")
