@@ -72,6 +72,17 @@ def datasets(run, seed: int, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _references(ax, refs: dict) -> None:
+    """Horizontal lines: test scores of the oracle, random and zero-action policies, and the teachers
+    on their own training tasks (a reference, not a test score)."""
+    for name, style, label in (("oracle", "--", "oracle"), ("random", ":", "random"),
+                               ("zero_action", (0, (1, 4)), "zero actions")):
+        if name in refs:
+            ax.axhline(refs[name]["test"]["mean"], ls=style, color="gray", label=label)
+    if "teachers" in refs:
+        ax.axhline(refs["teachers"]["train"]["mean"], ls="-.", color="tab:brown", label="teachers (own training tasks)")
+
+
 def scores(res: dict, path: Path) -> Path:
     """(b) Test score per method: every seed, mean and 95% CI, with oracle, random and teacher references."""
     methods = list(res["methods"])
@@ -82,13 +93,7 @@ def scores(res: dict, path: Path) -> Path:
                    color=COLORS.get(m, "gray"), zorder=3, s=18)
         lo, hi = t["ci95"]
         ax.errorbar(i, t["mean"], yerr=[[t["mean"] - lo], [hi - t["mean"]]], fmt="s", color="k", capsize=6, zorder=4)
-    refs = res["references"]
-    for name, style in (("oracle", "--"), ("random", ":"), ("zero_action", (0, (1, 4)))):
-        if name in refs:
-            ax.axhline(refs[name]["test"]["mean"], ls=style, color="gray", label=name.replace("_", " ") + "s"
-                       if name == "zero_action" else name)
-    if "teachers" in refs:  # a reference, not a test score: each teacher on its own training task
-        ax.axhline(refs["teachers"]["train"]["mean"], ls="-.", color="tab:brown", label="teachers (own training tasks)")
+    _references(ax, res["references"])
     ax.set_xticks(range(len(methods)), methods)
     ax.set_ylabel("test score (mean return, episodes 3-5)")
     ax.set_title("Unseen test tasks: seeds, mean and 95% CI")
@@ -96,8 +101,9 @@ def scores(res: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def curves(run, seeds, methods, path: Path) -> Path:
-    """(c) Test score against distillation steps (mean over seeds; band = min..max)."""
+def curves(run, seeds, methods, path: Path, res: dict | None = None) -> Path:
+    """(c) Test score against distillation steps (mean over seeds; band = min..max), with the
+    references of `res` (results.json) where given."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in methods:
         rows = [read_curve(run.seed_dir(s) / "students" / f"{m}.csv") for s in seeds]
@@ -107,6 +113,8 @@ def curves(run, seeds, methods, path: Path) -> Path:
         y = np.array([[r[st]["test_score"] for st in steps] for r in rows])
         ax.plot(steps, y.mean(0), label=m, color=COLORS.get(m))
         ax.fill_between(steps, y.min(0), y.max(0), alpha=0.2, color=COLORS.get(m))
+    if res is not None:
+        _references(ax, res["references"])
     ax.set_xlabel("distillation steps")
     ax.set_ylabel("test score")
     ax.set_title("Test score during distillation")
@@ -161,7 +169,7 @@ def diagnostic(res: dict, path: Path) -> Path:
 def make_all(run, seeds, methods, res, out: Path) -> dict[str, Path]:
     figs = {"datasets": datasets(run, seeds[0], out / "datasets.png"),
             "test scores": scores(res, out / "scores.png"),
-            "test score during distillation": curves(run, seeds, methods, out / "curves.png"),
+            "test score during distillation": curves(run, seeds, methods, out / "curves.png", res),
             "posterior means": posteriors(run, seeds[0], methods, out / "posteriors.png")}
     if any("diagnostic" in v for v in res["methods"].values()):
         figs["task-inference diagnostic"] = diagnostic(res, out / "diagnostic.png")
