@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import platform
 import resource
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,14 +113,36 @@ class Run:
             return None
         return lambda done, total: self.progress(label, done, total)
 
+    HEARTBEAT = 30.0
+    """Seconds between writes of a running stage's time so far (what an interruption can lose)."""
+
     @contextmanager
     def timed(self, seed: int, stage: str):
+        """Add the stage's wall time to `timings.json`, counting earlier interrupted attempts: while
+        it runs, its time so far is written every `HEARTBEAT` seconds to `ckpt/<stage>.seconds.json`,
+        which a resumed attempt starts from (a session end or a kill loses at most one heartbeat)."""
+        sidecar = self.seed_dir(seed) / "ckpt" / f"{stage}.seconds.json"
+        before = float(io.read_json(sidecar)["seconds"]) if sidecar.exists() else 0.0
         t0 = time.perf_counter()
-        yield
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(self.HEARTBEAT):
+                sidecar.parent.mkdir(parents=True, exist_ok=True)
+                io.write_json(sidecar, {"seconds": before + time.perf_counter() - t0})
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
         path = self.seed_dir(seed) / "timings.json"
         timings = io.read_json(path) if path.exists() else {}
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+        timings[stage] = timings.get(stage, 0.0) + before + time.perf_counter() - t0
         io.write_json(path, timings)
+        sidecar.unlink(missing_ok=True)
 
     def record(self, seeds, methods) -> None:
         path = self.out / "run.json"

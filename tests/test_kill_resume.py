@@ -63,3 +63,25 @@ def test_finished_stage_removes_leftover_checkpoint(tmp_path):
     run.collect(0)
     assert not leftover.exists()
     assert (run.seed_dir(0) / "data" / "meta.json").read_bytes() == meta  # the stage was skipped, not redone
+
+
+def test_stage_time_counts_interrupted_attempts(tmp_path, monkeypatch):
+    """A running stage writes its time so far every heartbeat; an attempt resumed after a kill
+    starts from it, so timings.json counts the interrupted attempt too (less one heartbeat)."""
+    from mbml.config import preset
+    from mbml.pipeline import Run
+
+    monkeypatch.setattr(Run, "HEARTBEAT", 0.05)
+    run = Run.open(tmp_path / "run", preset("point-nav", "smoke"))
+    sidecar = run.seed_dir(0) / "ckpt" / "teachers.seconds.json"
+    with run.timed(0, "teachers"):
+        time.sleep(0.3)
+        assert 0.04 < json.loads(sidecar.read_text())["seconds"] < 0.3  # the heartbeat, while running
+    first = json.loads((run.seed_dir(0) / "timings.json").read_text())["teachers"]
+    assert 0.3 <= first < 5 and not sidecar.exists()  # finished: counted once, the sidecar removed
+
+    sidecar.write_text(json.dumps({"seconds": 100.0}))  # as an attempt killed after 100 s leaves it
+    with run.timed(0, "teachers"):
+        pass
+    total = json.loads((run.seed_dir(0) / "timings.json").read_text())["teachers"]
+    assert 100 + first <= total < 100 + first + 1
