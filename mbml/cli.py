@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from mbml.errors import MbmlError
+from mbml.status import hms
 
 Stage = Literal["collect", "teachers", "ensembles", "distill", "evaluate", "report"]
 
@@ -125,6 +126,14 @@ class ImportMinari:
     """Replace --out if it exists."""
 
 
+@dataclass(frozen=True)
+class Status:
+    """How far a run folder is: each seed's stages, done / running / stopped / pending, with times."""
+
+    out: Path
+    """Run folder made by `mbml run` or `mbml demo`."""
+
+
 def _dataset_dir(out: Path, seed: int) -> Path:
     """`out` itself if it is a dataset folder, else the run folder's seed_SEED/data."""
     for path in (out, out / f"seed_{seed}" / "data"):
@@ -174,21 +183,16 @@ class _Bars:
         now = self.clock()
         start, first, last = self.lines.setdefault(label, (now, done, now))
         if done >= total:
-            print(f"  {label}: done {total}/{total} in {_hms(now - start)}", file=sys.stderr, flush=True)
+            print(f"  {label}: done {total}/{total} in {hms(now - start)}", file=sys.stderr, flush=True)
         elif not self.quiet and now - last >= self.LINE_EVERY:
             rate = (done - first) / max(now - start, 1e-9)
-            left = f", about {_hms((total - done) / rate)} left" if rate > 0 else ""
+            left = f", about {hms((total - done) / rate)} left" if rate > 0 else ""
             print(f"  {label}: {done}/{total} ({rate:.3g}/s{left})", file=sys.stderr, flush=True)
             self.lines[label] = (start, first, now)
 
     def close(self):
         if self.progress is not None:
             self.progress.stop()
-
-
-def _hms(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def _check(methods, seeds):
@@ -312,6 +316,10 @@ def _summary(res: dict, out: Path) -> None:
 def _execute(cmd) -> None:
     if isinstance(cmd, (ExportMinari, ImportMinari)):
         _minari_cmd(cmd)
+    elif isinstance(cmd, Status):
+        from mbml.status import status_lines
+
+        print("\n".join(status_lines(cmd.out)))
     elif isinstance(cmd, Demo):
         res = run_pipeline(cmd.out, "point-nav", cmd.preset, cmd.seeds, cmd.methods, cmd.force, cmd.quiet,
                            workers=cmd.workers)
@@ -349,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     import tyro
 
     commands = {"demo": Demo, "run": RunCmd, **STAGE_CMDS, "export-minari": ExportMinari,
-                "import-minari": ImportMinari}
+                "import-minari": ImportMinari, "status": Status}
     cmd = tyro.extras.subcommand_cli_from_dict(
         commands, args=argv, prog="mbml",
         description="mbml: multi-task batch RL with metric learning (Li et al., NeurIPS 2020).")

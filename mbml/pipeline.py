@@ -44,6 +44,7 @@ from mbml.evaluate import evaluate_student, inference_diagnostic
 from mbml.families import Family, get_family
 from mbml.hostenv import collect_host, evaluate_student_host, mean_returns
 from mbml.teachers import evaluate_own_tasks, train_teachers
+from mbml.train_loop import remove_checkpoint
 from mbml.transitions import device_data
 
 STAGES = ("collect", "teachers", "ensembles", "distill", "evaluate", "report")
@@ -160,7 +161,7 @@ class Run:
         if force or not marker.exists():
             return False
         for name in ckpts:
-            (self.seed_dir(seed) / "ckpt" / f"{name}.msgpack").unlink(missing_ok=True)
+            remove_checkpoint(self.seed_dir(seed) / "ckpt" / f"{name}.msgpack")
         return True
 
     def collect(self, seed: int, force: bool = False) -> None:
@@ -173,7 +174,7 @@ class Run:
                     ckpt=d / "ckpt" / "collect.msgpack", progress=self.bar(f"seed {seed} collect"))
             ds.meta.update({"seed": seed, "family": self.family.name})
             D.save(ds, d / "data")
-        (d / "ckpt" / "collect.msgpack").unlink(missing_ok=True)
+        remove_checkpoint(d / "ckpt" / "collect.msgpack")
 
     def dataset(self, seed: int) -> D.Dataset:
         path = self.seed_dir(seed) / "data"
@@ -201,7 +202,7 @@ class Run:
             io.save_pytree(d / "teachers.msgpack", jax.device_get(best))
             io.write_json(d / "teachers.json", {"eval_curve": curve, "best": np.nanmax(curve, axis=0),
                                                 "eval_every": self.cfg.bcq.eval_every})
-        (d / "ckpt" / "teachers.msgpack").unlink(missing_ok=True)
+        remove_checkpoint(d / "ckpt" / "teachers.msgpack")
 
     def load_teachers(self, seed: int):
         ds_k = self.family.train_tasks.shape[0]
@@ -229,7 +230,7 @@ class Run:
             buf.replace(d / "relabel.npz")
             io.write_json(d / "relabel.json", relabel_stats(lab))
         for name in ("ensembles", "next_state_ensembles"):
-            (d / "ckpt" / f"{name}.msgpack").unlink(missing_ok=True)
+            remove_checkpoint(d / "ckpt" / f"{name}.msgpack")
 
     def next_state_ensembles(self, seed: int, ds: D.Dataset, data: dict):
         """Train and save the next-state ensembles (spec §4.2) on all but the held-out transitions;
@@ -323,7 +324,7 @@ class Run:
             io.save_pytree(d / f"{method}.msgpack", {"params": jax.device_get(params), "qnorm": qnorm})
         if writer is not None:
             writer.close()
-        ckpt.unlink(missing_ok=True)
+        remove_checkpoint(ckpt)
 
     def load_student(self, seed: int, method: str):
         path = self.seed_dir(seed) / "students" / f"{method}.msgpack"
@@ -339,7 +340,7 @@ class Run:
         params = self.load_student(seed, method)
         key = self.key(seed, "evaluate")
         out = {}
-        with self.timed(seed, "evaluate"):
+        with self.timed(seed, f"evaluate_{method}"):
             for split, tasks in (("train", self.family.train_tasks), ("test", self.family.test_tasks)):
                 r = self.evaluate_student(params, tasks, jax.random.fold_in(key, len(out)))
                 out[split] = {k: v.tolist() for k, v in r.items()}
@@ -359,7 +360,7 @@ class Run:
             return
         key = jax.random.fold_in(self.key(seed, "evaluate"), 1000)
         fam = self.family
-        with self.timed(seed, "evaluate"):
+        with self.timed(seed, "references"):
             teachers = self.load_teachers(seed)
             own = evaluate_own_tasks(fam, self.cfg.bcq, self.cfg.eval.episodes, teachers, fam.train_tasks, key)
             out = {"teachers": {"train": np.asarray(own).tolist()}}

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import jax
 
-from mbml.io import load_pytree, save_pytree
+from mbml.io import load_pytree, save_pytree, write_json
 
 
 def run_chunks(carry: Any, total: int, chunk: int, advance: Callable[[Any, int, int], Any],
@@ -17,6 +17,7 @@ def run_chunks(carry: Any, total: int, chunk: int, advance: Callable[[Any, int, 
 
     After each chunk `after(carry, done)` may update the carry (evaluation, model selection) and the
     carry is checkpointed atomically to `ckpt`; a later call with the same `ckpt` resumes there.
+    `progress_file(ckpt)` then holds {"done", "total"}, small, for `mbml status`.
     """
     done = 0
     if ckpt is not None and Path(ckpt).exists():
@@ -32,6 +33,18 @@ def run_chunks(carry: Any, total: int, chunk: int, advance: Callable[[Any, int, 
             carry = after(carry, done)
         if ckpt is not None:
             save_pytree(ckpt, {"carry": jax.device_get(carry), "done": done})
+            write_json(progress_file(ckpt), {"done": done, "total": total})
         if progress:
             progress(done, total)
     return carry
+
+
+def progress_file(ckpt: Path) -> Path:
+    """The small file beside a checkpoint saying how far it is: `<name>.progress.json`."""
+    return Path(ckpt).with_suffix(".progress.json")
+
+
+def remove_checkpoint(ckpt: Path) -> None:
+    """Remove a checkpoint and its progress file (if there)."""
+    Path(ckpt).unlink(missing_ok=True)
+    progress_file(ckpt).unlink(missing_ok=True)

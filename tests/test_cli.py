@@ -252,3 +252,42 @@ def test_progress_lines_off_a_terminal(capsys):
     quiet("seed 0 teachers", 5, 10)
     quiet("seed 0 teachers", 10, 10)
     assert capsys.readouterr().err.splitlines() == ["  seed 0 teachers: done 10/10 in 11m40s"]
+
+
+def test_status_reports_each_stage(tmp_path, capsys):
+    """`mbml status`: done stages from their outputs, a stage in progress from its progress file and
+    heartbeat (running while the heartbeat is fresh, stopped after), the rest pending."""
+    import json
+    import os
+
+    from mbml.status import run_status
+
+    out = tmp_path / "run"
+    d = out / "seed_0"
+    (d / "data").mkdir(parents=True)
+    (d / "ckpt").mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "run.json").write_text(json.dumps({"seeds": [0], "methods": ["neither"]}))
+    (d / "data" / "meta.json").write_text("{}")
+    (d / "timings.json").write_text(json.dumps({"collect": 3725.0}))
+    (d / "ckpt" / "teachers.msgpack").write_bytes(b"x")
+    (d / "ckpt" / "teachers.progress.json").write_text(json.dumps({"done": 5000, "total": 20000}))
+    (d / "ckpt" / "teachers.seconds.json").write_text(json.dumps({"seconds": 61.0}))
+    beat = (d / "ckpt" / "teachers.seconds.json").stat().st_mtime
+    os.utime(d / "ckpt" / "teachers.seconds.json", (beat, beat))
+
+    rows = {r["stage"]: r for r in run_status(out, now=beat + 10)}
+    assert list(rows) == ["collect", "teachers", "distill_neither", "evaluate_neither", "references"]  # no ensembles
+    assert rows["collect"]["state"] == "done" and rows["collect"]["seconds"] == 3725.0
+    assert (rows["teachers"]["state"], rows["teachers"]["done"], rows["teachers"]["total"]) == ("running", 5000, 20000)
+    assert rows["teachers"]["seconds"] == 61.0
+    assert rows["distill_neither"]["state"] == "pending"
+    assert {r["stage"]: r for r in run_status(out, now=beat + 1000)}["teachers"]["state"] == "stopped"
+
+    capsys.readouterr()
+    cli.main(["status", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert any(line.split()[2:4] == ["collect", "done"] and line.endswith("1h02m") for line in text.splitlines())
+    assert any("teachers" in line and "5000/20000" in line for line in text.splitlines())
+    code, _, err = run_cli(["status", "--out", str(tmp_path / "nothing")], capsys)
+    assert code != 0 and "not a run folder" in err

@@ -85,3 +85,17 @@ def test_stage_time_counts_interrupted_attempts(tmp_path, monkeypatch):
         pass
     total = json.loads((run.seed_dir(0) / "timings.json").read_text())["teachers"]
     assert 100 + first <= total < 100 + first + 1
+
+
+def test_checkpoints_carry_a_progress_file(tmp_path):
+    import numpy as np
+
+    from mbml.train_loop import progress_file, remove_checkpoint, run_chunks
+
+    ckpt = tmp_path / "ckpt" / "teachers.msgpack"
+    ckpt.parent.mkdir()
+    carry = run_chunks({"x": np.zeros(2)}, 7, 3, lambda c, done, n: {"x": c["x"] + n}, ckpt)
+    assert carry["x"].tolist() == [7.0, 7.0]
+    assert json.loads(progress_file(ckpt).read_text()) == {"done": 7, "total": 7}
+    remove_checkpoint(ckpt)
+    assert not ckpt.exists() and not progress_file(ckpt).exists()

@@ -78,7 +78,7 @@ def test_results_json_contract(smoke_run):
     assert refs["oracle"]["test"]["mean"] > refs["random"]["test"]["mean"]
     assert len(refs["teachers"]["train"]["per_task"]) == 10
     assert {"accept_rate", "abs_error_accepted"} <= set(res["relabel"])
-    assert {"collect", "teachers", "ensembles", "distill_full", "evaluate"} <= set(res["timings"])
+    assert {"collect", "teachers", "ensembles", "distill_full", "evaluate_full", "references"} <= set(res["timings"])
 
 
 def test_rerun_skips_finished_stages(smoke_run):

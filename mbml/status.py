@@ -1,0 +1,80 @@
+"""`mbml status --out RUN`: how far a run folder is, stage by stage, without loading anything big.
+
+A stage is *done* when its output exists, *stopped* or *running* when it has a checkpoint (its
+progress file says how far; a heartbeat younger than three beats means a process is at it), else
+*pending* (*started*: a checkpoint of an older mbml, without a progress file). Times are those of `timings.json`, plus the time so far of a stage in progress.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mbml import io
+from mbml.errors import MbmlError
+
+
+def _stages(methods: list[str], needs_ensembles: bool) -> list[tuple[str, str, str]]:
+    """(stage, output marker relative to the seed folder, checkpoint name) in pipeline order."""
+    rows = [("collect", "data/meta.json", "collect"), ("teachers", "teachers.json", "teachers")]
+    if needs_ensembles:
+        rows.append(("ensembles", "relabel.json", "ensembles"))
+    for m in methods:
+        rows += [(f"distill_{m}", f"students/{m}.msgpack", f"distill_{m}"), (f"evaluate_{m}", f"eval/{m}.json", "")]
+    rows.append(("references", "eval/references.json", ""))
+    return rows
+
+
+def run_status(out: Path, now: float | None = None) -> list[dict]:
+    """One row per (seed, stage): {"seed", "stage", "state", "done", "total", "seconds"}."""
+    from mbml.pipeline import Run
+
+    out = Path(out)
+    if not (out / "config.json").exists():
+        raise MbmlError(f"{out} is not a run folder (no config.json)")
+    recorded = io.read_json(out / "run.json") if (out / "run.json").exists() else {}
+    methods = list(recorded.get("methods", ["full", "neither"]))
+    from mbml.distill import METHODS
+
+    needs_ens = any(METHODS[m].relabel == "ensemble" for m in methods if m in METHODS)
+    now = time.time() if now is None else now
+    rows = []
+    for seed in recorded.get("seeds", [0]):
+        d = out / f"seed_{seed}"
+        timings = io.read_json(d / "timings.json") if (d / "timings.json").exists() else {}
+        for stage, marker, ckpt in _stages(methods, needs_ens):
+            row = {"seed": seed, "stage": stage, "state": "pending", "done": None, "total": None,
+                   "seconds": timings.get(stage)}
+            progress = d / "ckpt" / f"{ckpt}.progress.json"
+            beat = d / "ckpt" / f"{ckpt}.seconds.json"
+            if (d / marker).exists():
+                row["state"] = "done"
+            elif ckpt and not progress.exists() and (d / "ckpt" / f"{ckpt}.msgpack").exists():
+                row["state"] = "started"  # a checkpoint written before progress files existed
+            elif ckpt and progress.exists():
+                p = io.read_json(progress)
+                row.update(done=p["done"], total=p["total"])
+                alive = beat.exists() and now - beat.stat().st_mtime < 3 * Run.HEARTBEAT
+                row["state"] = "running" if alive else "stopped"
+                if beat.exists():
+                    row["seconds"] = io.read_json(beat)["seconds"]
+            rows.append(row)
+    return rows
+
+
+def hms(seconds: float | None) -> str:
+    """1h02m, 4m00s; "" for None."""
+    if seconds is None:
+        return ""
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def status_lines(out: Path, now: float | None = None) -> list[str]:
+    """The status as plain text lines (what `mbml status` prints)."""
+    rows = run_status(out, now)
+    lines = [f"{out}" + ("  (report written)" if (Path(out) / "results.json").exists() else "")]
+    for r in rows:
+        how = f"{r['done']}/{r['total']}" if r["done"] is not None else ""
+        lines.append(f"  seed {r['seed']}  {r['stage']:<22} {r['state']:<8} {how:>15} {hms(r['seconds']):>8}")
+    return lines
