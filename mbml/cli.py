@@ -366,6 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     except MbmlError as e:
         print(f"mbml: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except BrokenPipeError:  # `mbml status ... | head`: the reader has gone; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except KeyboardInterrupt:
         print("mbml: interrupted; run the same command again to continue from the last checkpoint", file=sys.stderr)
         sys.exit(130)

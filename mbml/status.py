@@ -46,18 +46,19 @@ def run_status(out: Path, now: float | None = None) -> list[dict]:
             row = {"seed": seed, "stage": stage, "state": "pending", "done": None, "total": None,
                    "seconds": timings.get(stage)}
             progress = d / "ckpt" / f"{ckpt}.progress.json"
-            beat = d / "ckpt" / f"{ckpt}.seconds.json"
+            beat = d / "ckpt" / f"{stage}.seconds.json"
+            alive = beat.exists() and now - beat.stat().st_mtime < 3 * Run.HEARTBEAT
             if (d / marker).exists():
                 row["state"] = "done"
-            elif ckpt and not progress.exists() and (d / "ckpt" / f"{ckpt}.msgpack").exists():
-                row["state"] = "started"  # a checkpoint written before progress files existed
             elif ckpt and progress.exists():
                 p = io.read_json(progress)
-                row.update(done=p["done"], total=p["total"])
-                alive = beat.exists() and now - beat.stat().st_mtime < 3 * Run.HEARTBEAT
-                row["state"] = "running" if alive else "stopped"
-                if beat.exists():
-                    row["seconds"] = io.read_json(beat)["seconds"]
+                row.update(state="running" if alive else "stopped", done=p["done"], total=p["total"])
+            elif ckpt and (d / "ckpt" / f"{ckpt}.msgpack").exists():
+                row["state"] = "running" if alive else "started"  # "started": an older mbml's checkpoint
+            elif alive:
+                row["state"] = "running"  # before its first checkpoint, or a stage without any
+            if row["state"] != "done" and beat.exists():
+                row["seconds"] = io.read_json(beat)["seconds"]
             rows.append(row)
     return rows
 

@@ -282,6 +282,10 @@ def test_status_reports_each_stage(tmp_path, capsys):
     assert (rows["teachers"]["state"], rows["teachers"]["done"], rows["teachers"]["total"]) == ("running", 5000, 20000)
     assert rows["teachers"]["seconds"] == 61.0
     assert rows["distill_neither"]["state"] == "pending"
+    (d / "ckpt" / "distill_neither.seconds.json").write_text(json.dumps({"seconds": 30.0}))  # before a checkpoint
+    os.utime(d / "ckpt" / "distill_neither.seconds.json", (beat, beat))
+    rows = {r["stage"]: r for r in run_status(out, now=beat + 10)}
+    assert (rows["distill_neither"]["state"], rows["distill_neither"]["seconds"]) == ("running", 30.0)
     assert {r["stage"]: r for r in run_status(out, now=beat + 1000)}["teachers"]["state"] == "stopped"
 
     capsys.readouterr()
