@@ -127,7 +127,13 @@ def posteriors(run, seed: int, methods, path: Path) -> Path:
     shown = [m for m in ("full", "neither") if m in methods] or list(methods)[:2]
     fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 4), squeeze=False)
     tasks = run.family.test_tasks
-    angle = np.arctan2(tasks[:, 1], tasks[:, 0]) if tasks.shape[1] == 2 else tasks[:, 0]
+    if tasks.shape[1] == 2:  # goals: their angle seen from the origin (point-nav: the goal itself)
+        value, cmap, lim, label = np.arctan2(tasks[:, 1], tasks[:, 0]), "twilight", (0, np.pi), "goal angle (rad)"
+    elif tasks.shape[1] == 1:  # a direction, velocity...: the value
+        value, cmap, label = tasks[:, 0], "viridis", "task parameter"
+        lim = (value.min(), value.max())
+    else:  # many parameters (walker-param): the task's index
+        value, cmap, lim, label = np.arange(len(tasks)), "viridis", (0, len(tasks) - 1), "test task index"
     for ax, m in zip(axes[0], shown):
         ev = io.read_json(run.seed_dir(seed) / "eval" / f"{m}.json")
         means = np.asarray(ev["test"]["posterior_means"])[:, 1:]  # [T, E, L], after each episode
@@ -138,14 +144,14 @@ def posteriors(run, seed: int, methods, path: Path) -> Path:
         sc = None
         for t in range(len(tasks)):
             ax.plot(proj[t, :, 0], proj[t, :, 1], color="lightgray", lw=0.8, zorder=1)
-            sc = ax.scatter(proj[t, -1, 0], proj[t, -1, 1], c=[angle[t]], cmap="twilight", vmin=0, vmax=np.pi,
+            sc = ax.scatter(proj[t, -1, 0], proj[t, -1, 1], c=[value[t]], cmap=cmap, vmin=lim[0], vmax=lim[1],
                             s=60, edgecolors="k", zorder=2)
         ax.set_title(m)
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
     fig.suptitle("Posterior means of z on each test task after episodes 1-5 (dot: final), 2 principal axes")
     if sc is not None:
-        fig.colorbar(sc, ax=axes[0].tolist(), label="test task parameter")
+        fig.colorbar(sc, ax=axes[0].tolist(), label=label)
     return _save(fig, path)
 
 

@@ -444,3 +444,21 @@ def test_datasets_figure_draws_each_family_view(tmp_path, name):
     run = SimpleNamespace(family=f, dataset=lambda seed: ds)
     path = figures.datasets(run, 0, tmp_path / "datasets.png")
     assert path.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("name", ["point-nav", "halfcheetah-vel", "umaze-goal", "walker-param"])
+def test_posteriors_figure_colours_any_task_shape(tmp_path, name):
+    """Goals (2 parameters), one parameter and many (walker-param: 65) each get a colour scale."""
+    import json
+    from types import SimpleNamespace
+
+    from mbml import figures
+
+    f = get_family(name)
+    t = len(f.test_tasks)
+    means = np.random.default_rng(0).normal(size=(t, 6, 5)).tolist()  # [T, E+1, latent]
+    for m in ("full", "neither"):
+        (tmp_path / "eval").mkdir(exist_ok=True)
+        (tmp_path / "eval" / f"{m}.json").write_text(json.dumps({"test": {"posterior_means": means}}))
+    run = SimpleNamespace(family=f, seed_dir=lambda seed: tmp_path)
+    assert figures.posteriors(run, 0, ["full", "neither"], tmp_path / "p.png").stat().st_size > 10_000
