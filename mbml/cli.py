@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -353,6 +354,10 @@ def _execute(cmd) -> None:
             _summary(res, cmd.out)
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     import tyro
 
@@ -361,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     cmd = tyro.extras.subcommand_cli_from_dict(
         commands, args=argv, prog="mbml",
         description="mbml: multi-task batch RL with metric learning (Li et al., NeurIPS 2020).")
+    previous = signal.signal(signal.SIGTERM, _terminated)  # `kill PID` stops like Ctrl-C: times kept
     try:
         _execute(cmd)
     except MbmlError as e:
@@ -372,6 +378,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("mbml: interrupted; run the same command again to continue from the last checkpoint", file=sys.stderr)
         sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

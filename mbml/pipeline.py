@@ -121,7 +121,8 @@ class Run:
     def timed(self, seed: int, stage: str):
         """Add the stage's wall time to `timings.json`, counting earlier interrupted attempts: while
         it runs, its time so far is written every `HEARTBEAT` seconds to `ckpt/<stage>.seconds.json`,
-        which a resumed attempt starts from (a session end or a kill loses at most one heartbeat)."""
+        which a resumed attempt starts from (SIGKILL loses at most one heartbeat; an error, Ctrl-C or
+        SIGTERM nothing)."""
         sidecar = self.seed_dir(seed) / "ckpt" / f"{stage}.seconds.json"
         before = float(io.read_json(sidecar)["seconds"]) if sidecar.exists() else 0.0
         t0 = time.perf_counter()
@@ -136,9 +137,14 @@ class Run:
         thread.start()
         try:
             yield
-        finally:
+        except BaseException:  # an error or an interrupt (Ctrl-C, SIGTERM): keep the time to the second
             stop.set()
             thread.join()
+            sidecar.parent.mkdir(parents=True, exist_ok=True)
+            io.write_json(sidecar, {"seconds": before + time.perf_counter() - t0})
+            raise
+        stop.set()
+        thread.join()
         path = self.seed_dir(seed) / "timings.json"
         timings = io.read_json(path) if path.exists() else {}
         timings[stage] = timings.get(stage, 0.0) + before + time.perf_counter() - t0

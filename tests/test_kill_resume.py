@@ -99,3 +99,20 @@ def test_checkpoints_carry_a_progress_file(tmp_path):
     assert json.loads(progress_file(ckpt).read_text()) == {"done": 7, "total": 7}
     remove_checkpoint(ckpt)
     assert not ckpt.exists() and not progress_file(ckpt).exists()
+
+
+def test_sigterm_stops_like_ctrl_c_and_keeps_the_stage_time(tmp_path):
+    """`kill PID` (SIGTERM): a one-line hint, exit 130, and the running stage's time kept to the
+    second beside its checkpoint."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "run"
+    proc = mbml(out, env)
+    wait_for(out / "seed_0" / "data" / "meta.json", proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "run the same command again" in err.strip().splitlines()[-1]
+    kept = {p.name: json.loads(p.read_text())["seconds"] for p in (out / "seed_0" / "ckpt").glob("*.seconds.json")}
+    assert kept and all(v > 0 for v in kept.values()), kept  # the stage it was in (teachers, or a later one)
+    # a resumed attempt starts from this time: test_stage_time_counts_interrupted_attempts
