@@ -128,10 +128,13 @@ class Run:
         t0 = time.perf_counter()
         stop = threading.Event()
 
+        def save():
+            sidecar.parent.mkdir(parents=True, exist_ok=True)
+            io.write_json(sidecar, {"seconds": before + time.perf_counter() - t0})
+
         def beat():
             while not stop.wait(self.HEARTBEAT):
-                sidecar.parent.mkdir(parents=True, exist_ok=True)
-                io.write_json(sidecar, {"seconds": before + time.perf_counter() - t0})
+                save()
 
         thread = threading.Thread(target=beat, daemon=True)
         thread.start()
@@ -140,8 +143,7 @@ class Run:
         except BaseException:  # an error or an interrupt (Ctrl-C, SIGTERM): keep the time to the second
             stop.set()
             thread.join()
-            sidecar.parent.mkdir(parents=True, exist_ok=True)
-            io.write_json(sidecar, {"seconds": before + time.perf_counter() - t0})
+            save()
             raise
         stop.set()
         thread.join()

@@ -2,7 +2,8 @@
 
 A stage is *done* when its output exists, *stopped* or *running* when it has a checkpoint (its
 progress file says how far; a heartbeat younger than three beats means a process is at it), else
-*pending* (*started*: a checkpoint of an older mbml, without a progress file). Times are those of `timings.json`, plus the time so far of a stage in progress.
+*pending* (*started*: a checkpoint of an older mbml, without a progress file). Times are those of
+`timings.json`, plus the time so far of a stage in progress.
 """
 
 from __future__ import annotations
