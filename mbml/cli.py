@@ -208,23 +208,13 @@ def _check(methods, seeds):
 
 
 def _seed_stages(run, seed: int, methods, stages, force: bool) -> None:
-    """Every requested stage for one seed, in pipeline order."""
-    from mbml.distill import METHODS
+    """Every requested stage for one seed, in pipeline order (`mbml ensembles` alone trains the
+    ensembles even when no method asked for relabels with them)."""
+    from mbml.pipeline import seed_steps
 
-    needs_ens = any(METHODS[m].relabel == "ensemble" for m in methods)
-    if "collect" in stages:
-        run.collect(seed, force)
-    if "teachers" in stages:
-        run.teachers(seed, force)
-    if "ensembles" in stages and (needs_ens or "distill" not in stages):
-        run.ensembles(seed, force)
-    for m in methods:
-        if "distill" in stages:
-            run.distill(seed, m, force)
-        if "evaluate" in stages:
-            run.evaluate(seed, m, force)
-    if "evaluate" in stages:
-        run.references(seed, force)
+    for step in seed_steps(methods, ensembles=None if "distill" in stages else True):
+        if step.stage in stages:
+            run.run_step(step, seed, force)
 
 
 def _worker(out: Path, seed: int, methods, stages, force: bool, queue) -> None:

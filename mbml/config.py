@@ -190,24 +190,33 @@ def _toy(preset: str) -> RunConfig:
     tenth (cosine): with a constant one the final student's score swung by several points between
     evaluations (measured on the demo's seeds).
 
-    The demo's short budget weights the triplet loss 10 (the authors: 1): with Q targets at std 10
-    the Q loss dominates the encoder's gradient and the triplet loss only started to separate tasks
-    after a few thousand steps. In a sweep over the demo's three seeds (docs/deviations.md) weights
-    3 and 10 raised how often the encoder reads rewards (diagnostic 19% -> 30%); the `cpu` preset,
-    with 12K steps and larger contexts, scored lower with weight 10 (-11.4 vs -9.0) and keeps 1. The protocol is run 4 times per task (`eval.repeats`): the toy's evaluation is cheap,
-    and one run per task made the checkpoint choice and per-seed scores noisy.
+    Contexts hold 6 own + 6 relabelled transitions (the authors: 64 + 64). The protocol infers the
+    task from the agent's own episodes, 20 transitions after the first; a product-of-Gaussians
+    posterior tightens with every transition, so an encoder trained on 128-transition contexts gives,
+    after one toy episode, a posterior about 2.5x broader than any it was trained on, and the z sampled
+    from it is mostly noise. In the paper one episode (200 steps in most families) already holds more
+    than a training context (ratio 0.64); 12 transitions keep that ratio for the toy's 20-step
+    episodes. The triplet loss is weighted 10 (the authors: 1): with Q targets at std 10 the Q loss
+    dominates the encoder's gradient otherwise. docs/deviations.md has the measurements.
+
+    The protocol is run 4 times per task (`eval.repeats`): the toy's evaluation is cheap, and one
+    run per task made the checkpoint choice and per-seed scores noisy.
     """
     w = 32 if preset in ("smoke", "demo") else 64
     small = dict(policy_hidden=(w, w), q_hidden=(w, w))
     net = dict(actor_hidden=(w, w), critic_hidden=(w, w), vae_hidden=(w, w))
     student = dict(latent_dim=6, encoder_hidden=(32, 32), q_hidden=(64, 64), g_hidden=(64, 64),
                    xi_hidden=(64, 64), lr=3e-3, lr_decay=True, q_target_scale=10.0)
-    if preset in ("smoke", "demo"):  # short budgets: smaller batches, a heavier triplet loss
+    if preset == "smoke":
         student.update(context_size=32, batch_size=64, triplet_weight=10.0)
+    else:  # contexts in the paper's proportion to an episode; a heavier triplet loss (docstring)
+        student.update(context_size=6, triplet_weight=10.0)
+    if preset == "demo":
+        student.update(batch_size=64)
     budgets = {  # (sac steps, bcq steps, ensemble steps, distill steps)
         "smoke": (600, 200, 200, 200),
         "demo": (4000, 2000, 1000, 8000),
-        "cpu": (4000, 6000, 4000, 12000),
+        "cpu": (4000, 6000, 4000, 24000),
     }
     sac_steps, bcq_steps, ens_steps, distill_steps = budgets[preset]
     return RunConfig(

@@ -51,6 +51,39 @@ STAGES = ("collect", "teachers", "ensembles", "distill", "evaluate", "report")
 Progress = Callable[[str, int, int], None]  # (label, done, total)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One unit of a seed's pipeline, as `timings.json` and `mbml status` name it."""
+
+    name: str  # collect, teachers, ensembles, distill_M, evaluate_M, references
+    stage: str  # the CLI stage (STAGES) that runs it
+    marker: str  # the output that marks it done, relative to the seed folder (written last)
+    ckpt: str = ""  # its checkpoint under ckpt/ (without .msgpack), if it checkpoints
+    method: str | None = None
+
+
+def seed_steps(methods, ensembles: bool | None = None) -> list[Step]:
+    """A seed's steps in pipeline order. Ensembles are included when a method relabels with them
+    (`ensembles=None`), or as asked."""
+    if ensembles is None:
+        ensembles = any(METHODS[m].relabel == "ensemble" for m in methods if m in METHODS)
+    steps = [Step("collect", "collect", "data/meta.json", "collect"),
+             Step("teachers", "teachers", "teachers.json", "teachers")]
+    if ensembles:
+        steps.append(Step("ensembles", "ensembles", "relabel.json", "ensembles"))
+    for m in methods:
+        steps += [Step(f"distill_{m}", "distill", f"students/{m}.msgpack", f"distill_{m}", m),
+                  Step(f"evaluate_{m}", "evaluate", f"eval/{m}.json", method=m)]
+    steps.append(Step("references", "evaluate", "eval/references.json"))
+    return steps
+
+
+def _marker(name: str, method: str = "") -> str:
+    """The done-marker of a step (seed_steps is the one table of them)."""
+    return next(s.marker for s in seed_steps([method] if method else [], ensembles=True)
+                if s.name == (f"{name}_{method}" if method else name))
+
+
 def versions() -> dict:
     import flax
     import optax
@@ -163,6 +196,13 @@ class Run:
 
     # ---------------------------------------------------------------- stages
 
+    def run_step(self, step: Step, seed: int, force: bool = False) -> None:
+        """Run one step of `seed_steps` (skipped when done, unless forced)."""
+        if step.method is None:
+            getattr(self, step.name)(seed, force)
+        else:
+            getattr(self, step.stage)(seed, step.method, force)
+
     def _done(self, seed: int, marker: Path, force: bool, *ckpts: str) -> bool:
         """Whether a stage is finished (its `marker` exists) and not forced. A finished stage's
         checkpoints are removed: a kill between writing the outputs and removing them leaves them."""
@@ -174,7 +214,7 @@ class Run:
 
     def collect(self, seed: int, force: bool = False) -> None:
         d = self.seed_dir(seed)
-        if self._done(seed, d / "data" / "meta.json", force, "collect"):
+        if self._done(seed, d / _marker("collect"), force, "collect"):
             return
         with self.timed(seed, "collect"):
             fn = collect if self.family.jax_env is not None else collect_host
@@ -201,7 +241,7 @@ class Run:
 
     def teachers(self, seed: int, force: bool = False) -> None:
         d = self.seed_dir(seed)
-        if self._done(seed, d / "teachers.json", force, "teachers"):
+        if self._done(seed, d / _marker("teachers"), force, "teachers"):
             return
         ds = self.dataset(seed)
         with self.timed(seed, "teachers"):
@@ -221,7 +261,7 @@ class Run:
 
     def ensembles(self, seed: int, force: bool = False) -> None:
         d = self.seed_dir(seed)
-        if self._done(seed, d / "relabel.json", force, "ensembles", "next_state_ensembles"):
+        if self._done(seed, d / _marker("ensembles"), force, "ensembles", "next_state_ensembles"):
             return
         ds = self.dataset(seed)
         ens = self.cfg.ensemble
@@ -301,7 +341,7 @@ class Run:
 
     def distill(self, seed: int, method: str, force: bool = False) -> None:
         d = self.seed_dir(seed) / "students"
-        if self._done(seed, d / f"{method}.msgpack", force, f"distill_{method}"):
+        if self._done(seed, self.seed_dir(seed) / _marker("distill", method), force, f"distill_{method}"):
             return
         ds = self.dataset(seed)
         teachers = self.load_teachers(seed)
@@ -342,7 +382,7 @@ class Run:
         return tree["params"]
 
     def evaluate(self, seed: int, method: str, force: bool = False) -> None:
-        path = self.seed_dir(seed) / "eval" / f"{method}.json"
+        path = self.seed_dir(seed) / _marker("evaluate", method)
         if path.exists() and not force:
             return
         params = self.load_student(seed, method)
@@ -363,7 +403,7 @@ class Run:
     def references(self, seed: int, force: bool = False) -> None:
         """Teachers on their own tasks; oracle and random policies (MuJoCo: random and zero actions) on
         train and test tasks."""
-        path = self.seed_dir(seed) / "eval" / "references.json"
+        path = self.seed_dir(seed) / _marker("references")
         if path.exists() and not force:
             return
         key = jax.random.fold_in(self.key(seed, "evaluate"), 1000)

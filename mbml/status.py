@@ -15,35 +15,22 @@ from mbml import io
 from mbml.errors import MbmlError
 
 
-def _stages(methods: list[str], needs_ensembles: bool) -> list[tuple[str, str, str]]:
-    """(stage, output marker relative to the seed folder, checkpoint name) in pipeline order."""
-    rows = [("collect", "data/meta.json", "collect"), ("teachers", "teachers.json", "teachers")]
-    if needs_ensembles:
-        rows.append(("ensembles", "relabel.json", "ensembles"))
-    for m in methods:
-        rows += [(f"distill_{m}", f"students/{m}.msgpack", f"distill_{m}"), (f"evaluate_{m}", f"eval/{m}.json", "")]
-    rows.append(("references", "eval/references.json", ""))
-    return rows
-
-
 def run_status(out: Path, now: float | None = None) -> list[dict]:
     """One row per (seed, stage): {"seed", "stage", "state", "done", "total", "seconds"}."""
-    from mbml.pipeline import Run
+    from mbml.pipeline import Run, seed_steps
 
     out = Path(out)
     if not (out / "config.json").exists():
         raise MbmlError(f"{out} is not a run folder (no config.json)")
     recorded = io.read_json(out / "run.json") if (out / "run.json").exists() else {}
     methods = list(recorded.get("methods", ["full", "neither"]))
-    from mbml.distill import METHODS
-
-    needs_ens = any(METHODS[m].relabel == "ensemble" for m in methods if m in METHODS)
     now = time.time() if now is None else now
     rows = []
     for seed in recorded.get("seeds", [0]):
         d = out / f"seed_{seed}"
         timings = io.read_json(d / "timings.json") if (d / "timings.json").exists() else {}
-        for stage, marker, ckpt in _stages(methods, needs_ens):
+        for step in seed_steps(methods):
+            stage, marker, ckpt = step.name, step.marker, step.ckpt
             row = {"seed": seed, "stage": stage, "state": "pending", "done": None, "total": None,
                    "seconds": timings.get(stage)}
             progress = d / "ckpt" / f"{ckpt}.progress.json"

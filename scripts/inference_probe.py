@@ -87,6 +87,11 @@ def main() -> None:
                 if m.any():
                     print(f"   first episode off by > 15 deg, {name:36s}: n = {int(m.sum()):3d}, "
                           f"episode-2 median error {np.median(err[..., 1][m]):5.1f} deg, score {r[..., 2:].mean(-1)[m].mean():.2f}")
+            # How episode 2 corrects episode 1: 1 = lands on the goal, 0 = stays, -1 = goes to the mirror.
+            ratio = (angle[..., 1] - first) / (goal_angle[None] - first)
+            q = np.percentile(ratio[far], [25, 50, 75])
+            print(f"   episode 2's correction of episode 1 (1 = on the goal, 0 = stays, < 0 = wrong way), "
+                  f"first episode off by > 15 deg: quartiles {np.round(q, 2)}, wrong way {np.mean(ratio[far] < 0):.0%}")
             print()
 
 
