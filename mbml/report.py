@@ -147,6 +147,7 @@ def gallery(runs: list[Path], dest: Path, link_prefix: str = "") -> str:
         if not figs:
             continue
         (dest / name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(run) / "results.json", dest / name / "results.json")  # the table can be remade from it
         md += [f"#### `{res['family']}`, preset `{res['preset']}`, seeds {', '.join(map(str, res['seeds']))}", ""]
         for f in figs:
             shutil.copyfile(f, dest / name / f.name)
@@ -158,6 +159,7 @@ def gallery(runs: list[Path], dest: Path, link_prefix: str = "") -> str:
 def main(argv: list[str]) -> None:
     """python -m mbml.report RUN: that run's results table as Markdown;
     python -m mbml.report RUN RUN ...: one row per run and method (the README's table of families);
+    a RUN may be a run folder or a results.json (the gallery keeps a copy of each run's);
     python -m mbml.report --gallery DEST RUN ...: copy the runs' figures to DEST, print a Markdown gallery."""
     from mbml.errors import MbmlError
 
@@ -169,10 +171,11 @@ def main(argv: list[str]) -> None:
         return
     if not argv:
         raise MbmlError("usage: python -m mbml.report RUN [RUN ...] | --gallery DEST RUN [RUN ...]")
-    missing = [a for a in argv if not (Path(a) / "results.json").exists()]
+    paths = [Path(a) if a.endswith(".json") else Path(a) / "results.json" for a in argv]
+    missing = [p for p in paths if not p.exists()]
     if missing:
-        raise MbmlError(f"no results.json in {missing[0]}; run `mbml report --out {missing[0]}` first")
-    found = [io.read_json(Path(a) / "results.json") for a in argv]
+        raise MbmlError(f"no {missing[0]}; run `mbml report --out {missing[0].parent}` first")
+    found = [io.read_json(p) for p in paths]
     print(markdown_table(found[0]) if len(found) == 1 else runs_table(found))
 
 

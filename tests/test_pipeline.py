@@ -156,6 +156,21 @@ def test_runs_table_has_a_row_per_run_and_method(smoke_run):
     assert f"`{m}`" in rows[0] and f"{v['test']['mean']:.2f}" in rows[0] and "`point-nav` | smoke" in rows[0]
 
 
+def test_gallery_keeps_results_and_the_table_reads_them_back(smoke_run, tmp_path, capsys):
+    """The gallery copies each run's figures and results.json; the runs table can be remade from
+    those copies after the run folder is gone."""
+    from mbml.report import gallery, main
+
+    out, res = smoke_run
+    md = gallery([out], tmp_path / "g", link_prefix="g/")
+    kept = tmp_path / "g" / "point-nav-smoke"
+    assert (kept / "results.json").exists() and 'src="g/point-nav-smoke/' in md
+    assert sorted(p.name for p in kept.glob("*.png")) == sorted(p.name for p in (out / "figures").glob("*.png"))
+    main([str(out), str(kept / "results.json")])
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert len(rows) == 2 * len(res["methods"]) and rows[0] == rows[len(res["methods"])]
+
+
 def test_regression_against_committed_result(smoke_run):
     """Same seed, same machine type: the smoke pipeline's scores match the committed ones."""
     _, res = smoke_run
