@@ -52,6 +52,8 @@ class RunCmd:
     """Students to train: full, no_relabel, no_triplet, neither, gt_relabel."""
     lift: Literal["vmap", "map"] = "vmap"
     """Lift per-task learners over the task axis with vmap (parallel) or lax.map (sequential)."""
+    set: tuple[str, ...] = ()
+    """Config changes on top of the preset, e.g. sac.total_steps=10000 distill.q_hidden=128,128 (kept in config.json)."""
     force: bool = False
     """Redo stages that are already done."""
     workers: int = 0
@@ -260,15 +262,15 @@ def default_workers(seeds) -> int:
 
 def run_pipeline(out: Path, family: str, preset: str, seeds, methods, force=False, quiet=False, lift="vmap",
                  stages=("collect", "teachers", "ensembles", "distill", "evaluate", "report"),
-                 workers: int = 0) -> dict | None:
+                 workers: int = 0, overrides=()) -> dict | None:
     """Run `stages` for every seed and method in `out`; returns results.json's content if reported."""
     import dataclasses
 
-    from mbml.config import preset as get_preset
+    from mbml.config import override, preset as get_preset
     from mbml.pipeline import Run
 
     _check(methods, seeds)
-    cfg = dataclasses.replace(get_preset(family, preset), lift=lift)
+    cfg = override(dataclasses.replace(get_preset(family, preset), lift=lift), overrides)
     bars = _Bars(quiet)
     try:
         run = Run.open(out, cfg, bars)
@@ -318,7 +320,7 @@ def _execute(cmd) -> None:
     elif isinstance(cmd, RunCmd):
         out = cmd.out or Path("runs") / f"{cmd.family}-{cmd.preset}"
         res = run_pipeline(out, cmd.family, cmd.preset, cmd.seeds, cmd.methods, cmd.force, cmd.quiet, cmd.lift,
-                           workers=cmd.workers)
+                           workers=cmd.workers, overrides=cmd.set)
         _summary(res, out)
     else:
         from mbml import io
@@ -331,15 +333,16 @@ def _execute(cmd) -> None:
                 if given is not None and given != cfg[name]:
                     raise MbmlError(f"{cmd.out} holds a {cfg[name]!r} run, not {given!r} ({name}); use another --out")
             family, preset, lift = cfg["family"], cfg["preset"], cfg.get("lift", "vmap")
+            overrides = tuple(cfg.get("overrides", ()))
         elif cmd.family is None or cmd.preset is None:
             raise MbmlError(f"{cmd.out} is not a run folder (no config.json); start one with `mbml run` "
                             "or give --family and --preset")
         else:
-            family, preset, lift = cmd.family, cmd.preset, "vmap"
+            family, preset, lift, overrides = cmd.family, cmd.preset, "vmap", ()
         seeds = cmd.seeds or tuple(recorded.get("seeds", [0]))
         methods = cmd.methods or tuple(recorded.get("methods", ["full", "neither"]))
         res = run_pipeline(cmd.out, family, preset, seeds, methods, cmd.force, cmd.quiet, lift, stages=(cmd.stage,),
-                           workers=cmd.workers)
+                           workers=cmd.workers, overrides=overrides)
         if res is not None:
             _summary(res, cmd.out)
 

@@ -178,6 +178,8 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     lift: Lift = "vmap"
     """How per-task learners are lifted over the task axis: `vmap` (parallel) or `map` (sequential lax.map)."""
+    overrides: tuple[str, ...] = ()
+    """`section.field=value` changes made on top of the preset (`mbml run --set`), as given."""
 
 
 def _toy(preset: str) -> RunConfig:
@@ -335,7 +337,7 @@ def from_dict(d: dict) -> RunConfig:
             raise MbmlError(f"unknown config field {k!r}")
         if k in kinds:
             v = kinds[k](**{kk: tuple(vv) if isinstance(vv, list) else vv for kk, vv in v.items()})
-        kw[k] = v
+        kw[k] = tuple(v) if isinstance(v, list) else v
     return RunConfig(**kw)
 
 
@@ -343,3 +345,54 @@ def check_method(name: str) -> str:
     if name not in METHODS:
         raise MbmlError(f"unknown method {name!r}; choose from: {', '.join(METHODS)}")
     return name
+
+
+_SECTIONS = ("sac", "bcq", "ensemble", "distill", "eval")
+
+
+def _parse(key: str, text: str, old):
+    """`text` as a value of the type of `old` (the preset's value of `key`)."""
+    kind = type(old)
+    try:
+        if isinstance(old, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if isinstance(old, tuple):  # network widths: 256,256 (or (256, 256); () for none)
+            items = [t for t in text.strip("()[] ").replace(" ", "").split(",") if t]
+            elem = type(old[0]) if old else int
+            return tuple(elem(t) for t in items)
+        if old is None or isinstance(old, str):
+            return None if text == "None" else text
+        if isinstance(old, int):  # 48000, 48_000 or 4.8e4
+            value = float(text)
+            if value != int(value):
+                raise ValueError
+            return int(value)
+        return kind(text)
+    except ValueError:
+        what = {bool: "true or false", int: "an integer", float: "a number"}.get(kind, "a comma list of numbers")
+        raise MbmlError(f"--set {key}={text}: expected {what}, like {old!r}") from None
+
+
+def override(cfg: RunConfig, items) -> RunConfig:
+    """`cfg` with each `section.field=value` of `items` applied (`mbml run --set`), e.g.
+    `sac.total_steps=10000`, `distill.q_hidden=128,128`, `lift=map`; recorded in `cfg.overrides`."""
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or not key:
+            raise MbmlError(f"--set {item!r}: expected SECTION.FIELD=VALUE, e.g. distill.steps=48000")
+        section, _, name = key.rpartition(".")
+        if section and section not in _SECTIONS:
+            raise MbmlError(f"--set {key}: unknown section {section!r}; choose from: {', '.join(_SECTIONS)}")
+        target = getattr(cfg, section) if section else cfg
+        names = [f.name for f in dataclasses.fields(target)
+                 if section or f.name not in ("family", "preset", "overrides", *_SECTIONS)]
+        if name not in names:
+            raise MbmlError(f"--set {key}: unknown field {name!r}; {section or 'the top level'} has: {', '.join(names)}")
+        value = _parse(key, text, getattr(target, name))
+        if key == "lift" and value not in ("vmap", "map"):
+            raise MbmlError(f"--set lift={text}: choose vmap or map")
+        target = dataclasses.replace(target, **{name: value})
+        cfg = dataclasses.replace(cfg, **({section: target} if section else {name: value}))
+    return dataclasses.replace(cfg, overrides=cfg.overrides + tuple(items)) if items else cfg

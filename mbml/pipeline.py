@@ -125,7 +125,8 @@ class Run:
             else:
                 diff = _first_difference(C.to_dict(cfg), C.to_dict(old))
                 if diff:
-                    raise MbmlError(f"{out} was made with a different config: {diff}; "
+                    made = f"; it was made with --set {' '.join(old.overrides)}" if old.overrides != cfg.overrides else ""
+                    raise MbmlError(f"{out} was made with a different config: {diff}{made}; "
                                     "use another --out (nothing was changed)")
         elif cfg is None:
             raise MbmlError(f"{out} is not a run folder (no config.json); start it with `mbml run`")

@@ -103,9 +103,11 @@ def runs_table(results: list[dict]) -> str:
     for res in results:
         refs, secs = res["references"], sum(res["timings"].values())
         rand, still = (f"{refs[n]['test']['mean']:.2f}" if n in refs else "–" for n in ("random", "zero_action"))
+        changed = res.get("config", {}).get("overrides", [])
+        preset = res["preset"] + (f" + `{' '.join(changed)}`" if changed else "")
         for m, v in res["methods"].items():
             t = v["test"]
-            lines.append(f"| `{res['family']}` | {res['preset']} | {', '.join(map(str, res['seeds']))} | `{m}` | "
+            lines.append(f"| `{res['family']}` | {preset} | {', '.join(map(str, res['seeds']))} | `{m}` | "
                          f"{t['mean']:.2f} [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}] | "
                          f"{refs['teachers']['train']['mean']:.2f} | {rand} | {still} | {secs / 3600:.1f} h |")
     return "\n".join(lines)
@@ -119,7 +121,8 @@ def write_report(run: Run, seeds, methods) -> dict:
     figs = figures.make_all(run, seeds, methods, res, fig_dir)
     io.write_json(run.out / "results.json", res)
     rel = res["relabel"]
-    md = [f"# MBML on `{res['family']}` (preset `{res['preset']}`, seeds {', '.join(map(str, seeds))})", "",
+    changed = f" with `--set {' '.join(run.cfg.overrides)}`" if run.cfg.overrides else ""
+    md = [f"# MBML on `{res['family']}` (preset `{res['preset']}`{changed}, seeds {', '.join(map(str, seeds))})", "",
           "Scores are the mean undiscounted return of episodes 3-5 of the evaluation protocol, averaged over "
           "tasks; intervals are 95% Student-t intervals across seeds. \"Reads rewards / states\": given "
           "task-j transitions carrying task i's true rewards, how often the inferred task is i / j.", "",

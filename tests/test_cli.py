@@ -295,3 +295,41 @@ def test_status_reports_each_stage(tmp_path, capsys):
     assert any("teachers" in line and "5000/20000" in line for line in text.splitlines())
     code, _, err = run_cli(["status", "--out", str(tmp_path / "nothing")], capsys)
     assert code != 0 and "not a run folder" in err
+
+
+# ------------------------------------------------------------------------------------ --set
+
+
+@pytest.mark.parametrize("item,fragments", [
+    ("sac.bogus=3", ["unknown field 'bogus'", "total_steps"]),
+    ("nets.width=3", ["unknown section 'nets'", "distill"]),
+    ("sac.total_steps=lots", ["sac.total_steps=lots", "an integer"]),
+    ("distill.q_hidden=64,wide", ["a comma list"]),
+    ("family=ant-dir", ["unknown field 'family'"]),
+    ("steps", ["SECTION.FIELD=VALUE"]),
+])
+def test_bad_set_one_line_error_and_no_folder(tmp_path, capsys, item, fragments):
+    out = tmp_path / "run"
+    code, _, err = run_cli(["run", "--preset", "smoke", "--set", item, "--out", out, "--quiet"], capsys)
+    assert_one_line_error(code, err, *fragments)
+    assert not out.exists()
+
+
+def test_set_is_kept_and_stage_commands_follow_it(tmp_path, capsys, make_dataset):
+    """`mbml run --set` writes the changed config with its overrides; a stage command on the folder
+    uses them, and `mbml run` without them is refused with the overrides named."""
+    from mbml import io
+    from mbml.config import from_dict
+
+    out = corrupt_folder(tmp_path / "run", make_dataset)  # the run stops at the dataset, after config.json
+    (out / "config.json").unlink()
+    changes = ["sac.total_steps=20", "distill.q_hidden=16,16"]
+    code, _, err = run_cli(["run", "--preset", "smoke", "--set", *changes, "--out", out, "--quiet"], capsys)
+    assert_one_line_error(code, err, "rewards.npy")
+    saved = from_dict(io.read_json(out / "config.json"))
+    assert saved.sac.total_steps == 20 and saved.distill.q_hidden == (16, 16)
+    assert saved.overrides == tuple(changes) and saved.bcq == preset("point-nav", "smoke").bcq
+    code, _, err = run_cli(["teachers", "--out", out, "--quiet"], capsys)
+    assert_one_line_error(code, err, "rewards.npy")  # past the config check: it read the overrides
+    code, _, err = run_cli(["run", "--preset", "smoke", "--out", out, "--quiet"], capsys)
+    assert_one_line_error(code, err, "different config", "--set sac.total_steps=20 distill.q_hidden=16,16")

@@ -153,7 +153,9 @@ def test_runs_table_has_a_row_per_run_and_method(smoke_run):
     rows = runs_table([res, res]).splitlines()[2:]
     assert len(rows) == 2 * len(res["methods"])
     m, v = next(iter(res["methods"].items()))
-    assert f"`{m}`" in rows[0] and f"{v['test']['mean']:.2f}" in rows[0] and "`point-nav` | smoke" in rows[0]
+    assert f"`{m}`" in rows[0] and f"{v['test']['mean']:.2f}" in rows[0] and "`point-nav` | smoke |" in rows[0]
+    changed = {**res, "config": {**res["config"], "overrides": ["sac.total_steps=20"]}}
+    assert "| smoke + `sac.total_steps=20` |" in runs_table([changed]).splitlines()[2]
 
 
 def test_gallery_keeps_results_and_the_table_reads_them_back(smoke_run, tmp_path, capsys):
