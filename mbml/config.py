@@ -250,8 +250,9 @@ PAPER = {
 # umaze-goal (60K SAC steps, the paper's) were measured at 3.7 h and 3.1 h on shared cores with the
 # default row. The Ant K=10 SAC update runs at about 11 steps/s (111-dim observations), so 100K
 # steps alone took 2.5 h: the Ant, Humanoid and walker rows cut collection to 30K steps per task
-# (the early part of each agent's history, still task-specific) and halve the learners' budgets.
-# docs/families.md has the measured times.
+# (the early part of each agent's history, still task-specific) and halve the learners' budgets:
+# ant-dir then took 1.7 h on shared cores (docs/families.md), but its agents had learned to stand,
+# not to run, and zero actions outscored every learned policy (README).
 CPU_BUDGET = {
     None: (100_000, 20_000, 20_000, 12_000),
     "ant-dir": (30_000, 10_000, 10_000, 6_000),

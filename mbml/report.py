@@ -162,6 +162,7 @@ def gallery(runs: list[Path], dest: Path, link_prefix: str = "") -> str:
 def main(argv: list[str]) -> None:
     """python -m mbml.report RUN: that run's results table as Markdown;
     python -m mbml.report RUN RUN ...: one row per run and method (the README's table of families);
+    python -m mbml.report --rows RUN: that table's rows for a single run;
     a RUN may be a run folder or a results.json (the gallery keeps a copy of each run's);
     python -m mbml.report --gallery DEST RUN ...: copy the runs' figures to DEST, print a Markdown gallery."""
     from mbml.errors import MbmlError
@@ -172,14 +173,16 @@ def main(argv: list[str]) -> None:
         dest = Path(argv[1])
         print(gallery([Path(a) for a in argv[2:]], dest, link_prefix=f"{dest.as_posix().rstrip('/')}/"))
         return
+    rows = argv[:1] == ["--rows"]
+    argv = argv[1:] if rows else argv
     if not argv:
-        raise MbmlError("usage: python -m mbml.report RUN [RUN ...] | --gallery DEST RUN [RUN ...]")
+        raise MbmlError("usage: python -m mbml.report [--rows] RUN [RUN ...] | --gallery DEST RUN [RUN ...]")
     paths = [Path(a) if a.endswith(".json") else Path(a) / "results.json" for a in argv]
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise MbmlError(f"no {missing[0]}; run `mbml report --out {missing[0].parent}` first")
     found = [io.read_json(p) for p in paths]
-    print(markdown_table(found[0]) if len(found) == 1 else runs_table(found))
+    print(markdown_table(found[0]) if len(found) == 1 and not rows else runs_table(found))
 
 
 if __name__ == "__main__":

@@ -171,6 +171,8 @@ def test_gallery_keeps_results_and_the_table_reads_them_back(smoke_run, tmp_path
     main([str(out), str(kept / "results.json")])
     rows = capsys.readouterr().out.splitlines()[2:]
     assert len(rows) == 2 * len(res["methods"]) and rows[0] == rows[len(res["methods"])]
+    main(["--rows", str(kept / "results.json")])
+    assert capsys.readouterr().out.splitlines()[2:] == rows[:len(res["methods"])]
 
 
 def test_regression_against_committed_result(smoke_run):
