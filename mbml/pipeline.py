@@ -186,6 +186,9 @@ class Run:
         timings[stage] = timings.get(stage, 0.0) + before + time.perf_counter() - t0
         io.write_json(path, timings)
         sidecar.unlink(missing_ok=True)
+        memory = self.seed_dir(seed) / "memory.json"  # the peak over the processes that ran this seed's stages
+        seen = io.read_json(memory)["peak_rss_mb"] if memory.exists() else 0.0
+        io.write_json(memory, {"peak_rss_mb": max(seen, peak_rss_mb())})
 
     def record(self, seeds, methods) -> None:
         path = self.out / "run.json"
@@ -430,6 +433,7 @@ class Run:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports ru_maxrss in KB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

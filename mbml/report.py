@@ -71,6 +71,9 @@ def collect_results(run: Run, seeds, methods) -> dict:
         p = run.seed_dir(s) / "timings.json"
         for k, v in (io.read_json(p) if p.exists() else {}).items():
             res["timings"][k] = res["timings"].get(k, 0.0) + v
+        p = run.seed_dir(s) / "memory.json"  # stages run by other processes (stage commands, --workers)
+        if p.exists():
+            res["peak_rss_mb"] = max(res["peak_rss_mb"], io.read_json(p)["peak_rss_mb"])
     o, r = res["references"].get("oracle"), res["references"].get("random")
     if o and r:
         for m in res["methods"].values():

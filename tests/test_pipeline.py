@@ -68,6 +68,8 @@ def test_results_json_contract(smoke_run):
     assert json.loads(json.dumps(res)) == json.loads((out / "results.json").read_text())
     assert {"family", "preset", "seeds", "config", "methods", "references", "relabel", "timings", "peak_rss_mb",
             "versions"} <= set(res)
+    seed_peak = json.loads((out / "seed_0" / "memory.json").read_text())["peak_rss_mb"]
+    assert 50 < seed_peak <= res["peak_rss_mb"]  # the stages' peak is kept for reports made by another process
     for m in METHODS:
         for split in ("test", "train"):
             v = res["methods"][m][split]
