@@ -7,6 +7,7 @@ budgets and network sizes down for CPUs. The resolved config is written next to 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -392,8 +393,8 @@ def override(cfg: RunConfig, items) -> RunConfig:
         if name not in names:
             raise MbmlError(f"--set {key}: unknown field {name!r}; {section or 'the top level'} has: {', '.join(names)}")
         value = _parse(key, text, getattr(target, name))
-        if key == "lift" and value not in ("vmap", "map"):
-            raise MbmlError(f"--set lift={text}: choose vmap or map")
+        if key == "lift" and value not in typing.get_args(Lift):  # the one Literal field
+            raise MbmlError(f"--set lift={text}: choose {' or '.join(typing.get_args(Lift))}")
         target = dataclasses.replace(target, **{name: value})
         cfg = dataclasses.replace(cfg, **({section: target} if section else {name: value}))
     return dataclasses.replace(cfg, overrides=cfg.overrides + tuple(items)) if items else cfg
