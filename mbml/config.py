@@ -246,21 +246,16 @@ PAPER = {
 }
 
 
-# `cpu` budgets per family: (SAC steps per task, BCQ steps, ensemble steps, distillation steps), SAC
-# capped by the paper's count. The 3-hour target on 2 cores decides them. halfcheetah-vel and
-# umaze-goal (60K SAC steps, the paper's) were measured at 3.7 h and 3.1 h on shared cores with the
-# default row. The Ant K=10 SAC update runs at about 11 steps/s (111-dim observations), so 100K
-# steps alone took 2.5 h: the Ant, Humanoid and walker rows cut collection to 30K steps per task
-# (the early part of each agent's history, still task-specific) and halve the learners' budgets:
-# ant-dir then took 1.7 h on shared cores (docs/families.md), but its agents had learned to stand,
-# not to run, and zero actions outscored every learned policy (README).
-CPU_BUDGET = {
-    None: (100_000, 20_000, 20_000, 12_000),
-    "ant-dir": (30_000, 10_000, 10_000, 6_000),
-    "ant-goal": (30_000, 10_000, 10_000, 6_000),
-    "humanoid-dir": (30_000, 10_000, 10_000, 6_000),
-    "walker-param": (30_000, 10_000, 10_000, 6_000),
-}
+# `cpu` budgets, set by the 3-hour target for one family and seed on 2 cores. SAC steps per task:
+# the paper's count (60K for halfcheetah-vel and umaze-goal), cut to 30K for the Ant, Humanoid and
+# walker families, whose K=10 SAC update runs at about 11 steps/s (111-dim observations; 100K steps
+# alone took 2.5 h on ant-dir): the early part of each agent's history, still task-specific.
+# Learners, every family: 10K BCQ steps, 10K ensemble steps, 6K distillation steps. With twice those
+# (20K, 20K, 12K) halfcheetah-vel took 3.7 h and umaze-goal 3.1 h on shared cores; with these
+# ant-dir took 1.7 h (docs/families.md has every measured stage time).
+CPU_SAC_STEPS = {"ant-dir": 30_000, "ant-goal": 30_000, "humanoid-dir": 30_000, "walker-param": 30_000}
+CPU_LEARNER_STEPS = (10_000, 10_000, 6_000)
+"""(BCQ steps, ensemble steps, distillation steps) of the `cpu` preset for the MuJoCo families."""
 
 
 # Next-state ensembles (spec §4.2) per preset, for the families whose tasks differ in dynamics
@@ -278,8 +273,7 @@ NEXT_STATE = {
 
 def _mujoco(family: str, preset: str, horizon: int) -> RunConfig:
     """MuJoCo-family presets. `paper`: the authors' sizes; `cpu`: 256-wide networks and budgets cut
-    to an estimated 1-3 hours per family and seed on 2 cores (estimated, not yet measured for every
-    family: see docs/families.md); `smoke`: seconds-to-minutes, for tests."""
+    to at most 3 hours per family and seed on 2 cores (measured for some families: docs/families.md); `smoke`: seconds-to-minutes, for tests."""
     from mbml.families import get_family
 
     p = PAPER[family]
@@ -290,8 +284,8 @@ def _mujoco(family: str, preset: str, horizon: int) -> RunConfig:
                          bcq=BCQConfig(steps=p["bcq_steps"], dataset_size=p["dataset"]),
                          ensemble=EnsembleConfig(**ens))
     if preset == "cpu":
-        steps, bcq_steps, ens_steps, distill_steps = CPU_BUDGET.get(family, CPU_BUDGET[None])
-        steps = min(p["sac_steps"], steps)
+        steps = CPU_SAC_STEPS.get(family, p["sac_steps"])
+        bcq_steps, ens_steps, distill_steps = CPU_LEARNER_STEPS
         return RunConfig(
             family=family, preset=preset,
             sac=SACConfig(q_hidden=(256, 256), batch_size=128, total_steps=steps,
