@@ -392,3 +392,24 @@ def override(cfg: RunConfig, items) -> RunConfig:
         target = dataclasses.replace(target, **{name: value})
         cfg = dataclasses.replace(cfg, **({section: target} if section else {name: value}))
     return dataclasses.replace(cfg, overrides=cfg.overrides + tuple(items)) if items else cfg
+
+
+def drift(stored: dict) -> list[str]:
+    """`section.field=value` for every field where a run's stored config (config.json, or results.json's
+    `config`) differs from what its preset, with its `--set` overrides, gives today: how a run made
+    before a preset changed differs from a run made now. Fields either side lacks are skipped."""
+    try:
+        now = to_dict(override(preset(stored["family"], stored["preset"]), stored.get("overrides", [])))
+    except (KeyError, MbmlError):
+        return []
+    out = []
+    for key, value in stored.items():
+        if key in ("family", "preset", "overrides") or key not in now:
+            continue
+        pairs = value.items() if isinstance(value, dict) else [(None, value)]
+        for name, v in pairs:
+            current = now[key] if name is None else now[key].get(name, v)
+            if (list(v) if isinstance(v, (list, tuple)) else v) != (list(current) if isinstance(current, (list, tuple)) else current):
+                shown = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+                out.append(f"{key}.{name}={shown}" if name else f"{key}={shown}")
+    return out

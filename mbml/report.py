@@ -108,6 +108,8 @@ def runs_table(results: list[dict]) -> str:
         rand, still = (f"{refs[n]['test']['mean']:.2f}" if n in refs else "–" for n in ("random", "zero_action"))
         changed = res.get("config", {}).get("overrides", [])
         preset = res["preset"] + (f" + `{' '.join(changed)}`" if changed else "")
+        older = C.drift(res["config"]) if "config" in res else []
+        preset += f" (older preset: `{' '.join(older)}`)" if older else ""
         for m, v in res["methods"].items():
             t = v["test"]
             lines.append(f"| `{res['family']}` | {preset} | {', '.join(map(str, res['seeds']))} | `{m}` | "

@@ -156,8 +156,12 @@ def test_runs_table_has_a_row_per_run_and_method(smoke_run):
     assert len(rows) == 2 * len(res["methods"])
     m, v = next(iter(res["methods"].items()))
     assert f"`{m}`" in rows[0] and f"{v['test']['mean']:.2f}" in rows[0] and "`point-nav` | smoke |" in rows[0]
-    changed = {**res, "config": {**res["config"], "overrides": ["sac.total_steps=20"]}}
+    cfg = res["config"]
+    changed = {**res, "config": {**cfg, "sac": {**cfg["sac"], "total_steps": 20}, "overrides": ["sac.total_steps=20"]}}
     assert "| smoke + `sac.total_steps=20` |" in runs_table([changed]).splitlines()[2]
+    # a run made before its preset changed says how it differs from the preset today
+    older = {**res, "config": {**cfg, "bcq": {**cfg["bcq"], "steps": cfg["bcq"]["steps"] + 1}}}
+    assert f"| smoke (older preset: `bcq.steps={cfg['bcq']['steps'] + 1}`) |" in runs_table([older]).splitlines()[2]
 
 
 def test_gallery_keeps_results_and_the_table_reads_them_back(smoke_run, tmp_path, capsys):
