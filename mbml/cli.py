@@ -212,7 +212,7 @@ def _check(methods, seeds):
 def _seed_stages(run, seed: int, methods, stages, force: bool) -> None:
     """Every requested stage for one seed, in pipeline order (`mbml ensembles` alone trains the
     ensembles even when no method asked for relabels with them)."""
-    from mbml.pipeline import seed_steps
+    from mbml.steps import seed_steps
 
     for step in seed_steps(methods, ensembles=None if "distill" in stages else True):
         if step.stage in stages:

@@ -9,12 +9,27 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from mbml.errors import MbmlError
 
 Lift = Literal["vmap", "map"]
-METHODS = ("full", "no_relabel", "no_triplet", "neither", "gt_relabel")
+
+
+class Method(NamedTuple):
+    """A method is a pair of switches of the one distillation code path (spec §5, §7)."""
+
+    relabel: str  # none | ensemble | true
+    triplet: str  # none | relabel | hard_negative
+
+
+METHODS = {
+    "full": Method("ensemble", "relabel"),
+    "no_relabel": Method("none", "hard_negative"),
+    "no_triplet": Method("ensemble", "none"),
+    "neither": Method("none", "none"),
+    "gt_relabel": Method("true", "relabel"),
+}
 PRESETS = ("smoke", "demo", "cpu", "paper")
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,25 +23,11 @@ import numpy as np
 import optax
 
 from mbml import bcq, student as S
-from mbml.config import BCQConfig, DistillConfig
+from mbml.config import METHODS, BCQConfig, DistillConfig, Method  # noqa: F401 (METHODS re-exported)
 from mbml.sac import DoubleQ
 from mbml.nets import MLP
 from mbml.train_loop import run_chunks
 from mbml.transitions import take
-
-
-class Method(NamedTuple):
-    relabel: str  # none | ensemble | true
-    triplet: str  # none | relabel | hard_negative
-
-
-METHODS = {
-    "full": Method("ensemble", "relabel"),
-    "no_triplet": Method("ensemble", "none"),
-    "no_relabel": Method("none", "hard_negative"),
-    "neither": Method("none", "none"),
-    "gt_relabel": Method("true", "relabel"),
-}
 
 
 def _ctx(data, idx):

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flax import serialization
 
 from mbml.errors import MbmlError
 
@@ -58,11 +57,15 @@ def read_json(path: Path) -> Any:
 
 
 def save_pytree(path: Path, tree: Any) -> None:
+    from flax import serialization  # here, not at the top: `mbml status` reads JSON only, without JAX
+
     atomic_write_bytes(path, serialization.to_bytes(tree))
 
 
 def load_pytree(path: Path, template: Any) -> Any:
     """Restore a pytree saved by `save_pytree` into the structure of `template` (no pickle)."""
+    from flax import serialization
+
     try:
         return serialization.from_bytes(template, Path(path).read_bytes())
     except FileNotFoundError:

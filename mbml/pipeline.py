@@ -45,44 +45,8 @@ from mbml.families import Family, get_family
 from mbml.hostenv import collect_host, evaluate_student_host, mean_returns
 from mbml.teachers import evaluate_own_tasks, train_teachers
 from mbml.train_loop import remove_checkpoint
+from mbml.steps import HEARTBEAT, STAGES, Progress, Step, done_marker, seed_steps  # noqa: F401 (re-exported)
 from mbml.transitions import device_data
-
-STAGES = ("collect", "teachers", "ensembles", "distill", "evaluate", "report")
-Progress = Callable[[str, int, int], None]  # (label, done, total)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One unit of a seed's pipeline, as `timings.json` and `mbml status` name it."""
-
-    name: str  # collect, teachers, ensembles, distill_M, evaluate_M, references
-    stage: str  # the CLI stage (STAGES) that runs it
-    marker: str  # the output that marks it done, relative to the seed folder (written last)
-    ckpt: str = ""  # its checkpoint under ckpt/ (without .msgpack), if it checkpoints
-    method: str | None = None
-
-
-def seed_steps(methods, ensembles: bool | None = None) -> list[Step]:
-    """A seed's steps in pipeline order. Ensembles are included when a method relabels with them
-    (`ensembles=None`), or as asked."""
-    if ensembles is None:
-        ensembles = any(METHODS[m].relabel == "ensemble" for m in methods if m in METHODS)
-    steps = [Step("collect", "collect", "data/meta.json", "collect"),
-             Step("teachers", "teachers", "teachers.json", "teachers")]
-    if ensembles:
-        steps.append(Step("ensembles", "ensembles", "relabel.json", "ensembles"))
-    for m in methods:
-        steps += [Step(f"distill_{m}", "distill", f"students/{m}.msgpack", f"distill_{m}", m),
-                  Step(f"evaluate_{m}", "evaluate", f"eval/{m}.json", method=m)]
-    steps.append(Step("references", "evaluate", "eval/references.json"))
-    return steps
-
-
-def _marker(name: str, method: str = "") -> str:
-    """The done-marker of a step (seed_steps is the one table of them)."""
-    return next(s.marker for s in seed_steps([method] if method else [], ensembles=True)
-                if s.name == (f"{name}_{method}" if method else name))
-
 
 def versions() -> dict:
     import flax
@@ -148,8 +112,7 @@ class Run:
             return None
         return lambda done, total: self.progress(label, done, total)
 
-    HEARTBEAT = 30.0
-    """Seconds between writes of a running stage's time so far (what an interruption can lose)."""
+    HEARTBEAT = HEARTBEAT
 
     @contextmanager
     def timed(self, seed: int, stage: str):
@@ -218,7 +181,7 @@ class Run:
 
     def collect(self, seed: int, force: bool = False) -> None:
         d = self.seed_dir(seed)
-        if self._done(seed, d / _marker("collect"), force, "collect"):
+        if self._done(seed, d / done_marker("collect"), force, "collect"):
             return
         with self.timed(seed, "collect"):
             fn = collect if self.family.jax_env is not None else collect_host
@@ -245,7 +208,7 @@ class Run:
 
     def teachers(self, seed: int, force: bool = False) -> None:
         d = self.seed_dir(seed)
-        if self._done(seed, d / _marker("teachers"), force, "teachers"):
+        if self._done(seed, d / done_marker("teachers"), force, "teachers"):
             return
         ds = self.dataset(seed)
         with self.timed(seed, "teachers"):
@@ -265,7 +228,7 @@ class Run:
 
     def ensembles(self, seed: int, force: bool = False) -> None:
         d = self.seed_dir(seed)
-        if self._done(seed, d / _marker("ensembles"), force, "ensembles", "next_state_ensembles"):
+        if self._done(seed, d / done_marker("ensembles"), force, "ensembles", "next_state_ensembles"):
             return
         ds = self.dataset(seed)
         ens = self.cfg.ensemble
@@ -345,7 +308,7 @@ class Run:
 
     def distill(self, seed: int, method: str, force: bool = False) -> None:
         d = self.seed_dir(seed) / "students"
-        if self._done(seed, self.seed_dir(seed) / _marker("distill", method), force, f"distill_{method}"):
+        if self._done(seed, self.seed_dir(seed) / done_marker("distill", method), force, f"distill_{method}"):
             return
         ds = self.dataset(seed)
         teachers = self.load_teachers(seed)
@@ -386,7 +349,7 @@ class Run:
         return tree["params"]
 
     def evaluate(self, seed: int, method: str, force: bool = False) -> None:
-        path = self.seed_dir(seed) / _marker("evaluate", method)
+        path = self.seed_dir(seed) / done_marker("evaluate", method)
         if path.exists() and not force:
             return
         params = self.load_student(seed, method)
@@ -407,7 +370,7 @@ class Run:
     def references(self, seed: int, force: bool = False) -> None:
         """Teachers on their own tasks; oracle and random policies (MuJoCo: random and zero actions) on
         train and test tasks."""
-        path = self.seed_dir(seed) / _marker("references")
+        path = self.seed_dir(seed) / done_marker("references")
         if path.exists() and not force:
             return
         key = jax.random.fold_in(self.key(seed, "evaluate"), 1000)

@@ -12,13 +12,12 @@ import time
 from pathlib import Path
 
 from mbml import io
+from mbml.steps import HEARTBEAT, seed_steps
 from mbml.errors import MbmlError
 
 
 def run_status(out: Path, now: float | None = None) -> list[dict]:
     """One row per (seed, stage): {"seed", "stage", "state", "done", "total", "seconds"}."""
-    from mbml.pipeline import Run, seed_steps
-
     out = Path(out)
     if not (out / "config.json").exists():
         raise MbmlError(f"{out} is not a run folder (no config.json)")
@@ -35,7 +34,7 @@ def run_status(out: Path, now: float | None = None) -> list[dict]:
                    "seconds": timings.get(stage)}
             progress = d / "ckpt" / f"{ckpt}.progress.json"
             beat = d / "ckpt" / f"{stage}.seconds.json"
-            alive = beat.exists() and now - beat.stat().st_mtime < 3 * Run.HEARTBEAT
+            alive = beat.exists() and now - beat.stat().st_mtime < 3 * HEARTBEAT
             if (d / marker).exists():
                 row["state"] = "done"
             elif ckpt and progress.exists():
