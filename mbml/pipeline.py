@@ -133,6 +133,7 @@ class Run:
             while not stop.wait(self.HEARTBEAT):
                 save()
 
+        save()  # at once: `mbml status` reads a stage without a fresh heartbeat as stopped
         thread = threading.Thread(target=beat, daemon=True)
         thread.start()
         try:

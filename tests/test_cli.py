@@ -288,6 +288,11 @@ def test_status_reports_each_stage(tmp_path, capsys):
     assert (rows["distill_neither"]["state"], rows["distill_neither"]["seconds"]) == ("running", 30.0)
     assert {r["stage"]: r for r in run_status(out, now=beat + 1000)}["teachers"]["state"] == "stopped"
 
+    # a stage reads as running from its first moment, before its first checkpoint or heartbeat
+    from mbml.pipeline import Run
+
+    with Run(out, None, None).timed(0, "evaluate_neither"):
+        assert {r["stage"]: r for r in run_status(out)}["evaluate_neither"]["state"] == "running"
     capsys.readouterr()
     cli.main(["status", "--out", str(out)])
     text = capsys.readouterr().out
