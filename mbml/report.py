@@ -172,6 +172,9 @@ def main(argv: list[str]) -> None:
     python -m mbml.report --gallery DEST RUN ...: copy the runs' figures to DEST, print a Markdown gallery."""
     from mbml.errors import MbmlError
 
+    if not argv or argv[0] in ("-h", "--help"):
+        print("\n".join(line.strip() for line in main.__doc__.splitlines()))
+        return
     if argv[:1] == ["--gallery"]:
         if len(argv) < 3:
             raise MbmlError("usage: python -m mbml.report --gallery DEST RUN [RUN ...]")
