@@ -277,7 +277,8 @@ CPU_LEARNER_STEPS = {None: (10_000, 10_000, 6_000), "walker-param": (5_000, 5_00
 
 # Next-state ensembles (spec §4.2) per preset, for the families whose tasks differ in dynamics
 # (walker-param). `paper` keeps the EnsembleConfig defaults, the authors' numbers. `cpu`: 2K steps
-# (they ran at 2.2 steps/s for 30 tasks x 20 members on 2 cores); measured on 2 cores: passing one transition through 30 tasks x 20 members costs 1.9 ms at 2x256 (3M
+# (they ran at 2.2 steps/s for 30 tasks x 20 members on 2 cores). Measured on 2 cores: passing one
+# transition through 30 tasks x 20 members costs 1.9 ms at 2x256 (3M
 # transitions: 1.6 h), 0.8 ms at 2x128 (40 min); recomputing the mean next states every
 # distillation step instead of storing them (6.1 GB) would cost 1.5 s per step at 2x128.
 # `smoke`: a quantile threshold, so that something is accepted.
@@ -290,7 +291,8 @@ NEXT_STATE = {
 
 def _mujoco(family: str, preset: str, horizon: int) -> RunConfig:
     """MuJoCo-family presets. `paper`: the authors' sizes; `cpu`: 256-wide networks and budgets cut
-    to at most 3 hours per family and seed on 2 cores (measured for some families: docs/families.md); `smoke`: seconds-to-minutes, for tests."""
+    to at most 3 hours per family and seed on 2 cores (measured for some families: docs/families.md);
+    `smoke`: seconds-to-minutes, for tests."""
     from mbml.families import get_family
 
     p = PAPER[family]
@@ -426,7 +428,12 @@ def drift(stored: dict) -> list[str]:
         pairs = value.items() if isinstance(value, dict) else [(None, value)]
         for name, v in pairs:
             current = now[key] if name is None else now[key].get(name, v)
-            if (list(v) if isinstance(v, (list, tuple)) else v) != (list(current) if isinstance(current, (list, tuple)) else current):
+            if _plain(v) != _plain(current):
                 shown = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
                 out.append(f"{key}.{name}={shown}" if name else f"{key}={shown}")
     return out
+
+
+def _plain(value):
+    """Tuples as lists, as they come back from JSON."""
+    return list(value) if isinstance(value, (list, tuple)) else value
