@@ -26,7 +26,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,17 +34,17 @@ import numpy as np
 import mbml
 from mbml import bcq, config as C, data as D, io, rollout, student as S
 from mbml.collect import collect, episode_returns
-from mbml.config import RunConfig
-from mbml.distill import METHODS, distill
+from mbml.config import METHODS, RunConfig
+from mbml.distill import distill
 from mbml.ensembles import (heldout, init_members, next_state_relabeller, next_state_target, relabel, relabel_stats,
                             reward_target, train_ensembles, true_rewards)
 from mbml.errors import MbmlError
 from mbml.evaluate import evaluate_student, inference_diagnostic
 from mbml.families import Family, get_family
 from mbml.hostenv import collect_host, evaluate_student_host, mean_returns
+from mbml.steps import HEARTBEAT, STAGES, Progress, Step, done_marker, seed_steps  # noqa: F401 (re-exported)
 from mbml.teachers import evaluate_own_tasks, train_teachers
 from mbml.train_loop import remove_checkpoint
-from mbml.steps import HEARTBEAT, STAGES, Progress, Step, done_marker, seed_steps  # noqa: F401 (re-exported)
 from mbml.transitions import device_data
 
 def versions() -> dict:
@@ -113,6 +112,7 @@ class Run:
         return lambda done, total: self.progress(label, done, total)
 
     HEARTBEAT = HEARTBEAT
+    """Seconds between heartbeats of this run's stages (`mbml status` assumes `steps.HEARTBEAT`)."""
 
     @contextmanager
     def timed(self, seed: int, stage: str):

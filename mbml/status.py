@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from mbml import io
-from mbml.steps import HEARTBEAT, seed_steps
 from mbml.errors import MbmlError
+from mbml.steps import HEARTBEAT, seed_steps
 
 
 def run_status(out: Path, now: float | None = None) -> list[dict]:
