@@ -209,6 +209,8 @@ def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", c
             if t >= cfg.warmup_steps:
                 states = _update(cfg, a, lift_mode, states, b, jnp.asarray(t), k_upd)
             obs = after
+            if progress is not None and (t + 1) % h == 0 and t + 1 < done + steps:  # chunk ends: run_chunks
+                progress(t + 1, n)
         return {"sac": states, "buf": b, "key": key}
 
     try:

@@ -24,7 +24,7 @@ import resource
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
@@ -75,6 +75,8 @@ class Run:
     cfg: RunConfig
     family: Family
     progress: Progress | None = None
+    live: tuple[int, int] | None = field(default=None, repr=False)
+    """(done, total) last reported by this process's stage in progress, for its heartbeat."""
 
     @staticmethod
     def open(out: Path, cfg: RunConfig | None = None, progress: Progress | None = None) -> "Run":
@@ -107,9 +109,12 @@ class Run:
         return jax.random.fold_in(jax.random.PRNGKey(seed), STAGES.index(stage))
 
     def bar(self, label: str):
-        if self.progress is None:
-            return None
-        return lambda done, total: self.progress(label, done, total)
+        """The progress callback of a stage: shown by `progress` (if any) and kept for the heartbeat."""
+        def report(done: int, total: int):
+            self.live = (int(done), int(total))
+            if self.progress is not None:
+                self.progress(label, done, total)
+        return report
 
     HEARTBEAT = HEARTBEAT
     """Seconds between heartbeats of this run's stages (`mbml status` assumes `steps.HEARTBEAT`)."""
@@ -119,15 +124,18 @@ class Run:
         """Add the stage's wall time to `timings.json`, counting earlier interrupted attempts: while
         it runs, its time so far is written every `HEARTBEAT` seconds to `ckpt/<stage>.seconds.json`,
         which a resumed attempt starts from (SIGKILL loses at most one heartbeat; an error, Ctrl-C or
-        SIGTERM nothing)."""
+        SIGTERM nothing), with the steps done so far (the last `bar` report) for `mbml status`."""
         sidecar = self.seed_dir(seed) / "ckpt" / f"{stage}.seconds.json"
         before = float(io.read_json(sidecar)["seconds"]) if sidecar.exists() else 0.0
         t0 = time.perf_counter()
         stop = threading.Event()
+        self.live = None
 
         def save():
             sidecar.parent.mkdir(parents=True, exist_ok=True)
-            io.write_json(sidecar, {"seconds": before + time.perf_counter() - t0})
+            live = self.live
+            io.write_json(sidecar, {"seconds": before + time.perf_counter() - t0,
+                                    **({"done": live[0], "total": live[1]} if live else {})})
 
         def beat():
             while not stop.wait(self.HEARTBEAT):

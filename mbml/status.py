@@ -1,8 +1,9 @@
 """`mbml status --out RUN`: how far a run folder is, stage by stage, without loading anything big.
 
 A stage is *done* when its output exists, *stopped* or *running* when it has a checkpoint (its
-progress file says how far; a heartbeat younger than three beats means a process is at it), else
-*pending* (*started*: a checkpoint of an older mbml, without a progress file). Times are those of
+progress file says how far; a heartbeat younger than three beats means a process is at it, and a
+running stage's heartbeat says how far it is now), else *pending* (*started*: a checkpoint of an
+older mbml, without a progress file). Times are those of
 `timings.json`, plus the time so far of a stage in progress.
 """
 
@@ -45,7 +46,10 @@ def run_status(out: Path, now: float | None = None) -> list[dict]:
             elif alive:
                 row["state"] = "running"  # before its first checkpoint, or a stage without any
             if row["state"] != "done" and beat.exists():
-                row["seconds"] = io.read_json(beat)["seconds"]
+                b = io.read_json(beat)
+                row["seconds"] = b["seconds"]
+                if row["state"] == "running" and "done" in b:  # steps so far, not only to the last checkpoint
+                    row.update(done=b["done"], total=b["total"])
             rows.append(row)
     return rows
 

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -293,6 +294,22 @@ def test_status_reports_each_stage(tmp_path, capsys):
 
     with Run(out, None, None).timed(0, "evaluate_neither"):
         assert {r["stage"]: r for r in run_status(out)}["evaluate_neither"]["state"] == "running"
+    # a running stage's heartbeat says how far it is now, ahead of its last checkpoint
+    (d / "ckpt" / "teachers.seconds.json").write_text(json.dumps({"seconds": 90.0, "done": 6200, "total": 20000}))
+    os.utime(d / "ckpt" / "teachers.seconds.json", (beat, beat))
+    row = {r["stage"]: r for r in run_status(out, now=beat + 10)}["teachers"]
+    assert (row["state"], row["done"], row["total"], row["seconds"]) == ("running", 6200, 20000, 90.0)
+    row = {r["stage"]: r for r in run_status(out, now=beat + 1000)}["teachers"]
+    assert (row["state"], row["done"]) == ("stopped", 5000)  # a stopped stage resumes from its checkpoint
+    run = Run(out, None, None)
+    run.HEARTBEAT = 0.02
+    with run.timed(0, "evaluate_neither"):
+        run.bar("seed 0 evaluate")(7, 10)
+        time.sleep(0.3)
+        row = {r["stage"]: r for r in run_status(out)}["evaluate_neither"]
+        assert (row["state"], row["done"], row["total"]) == ("running", 7, 10)
+    (d / "ckpt" / "teachers.seconds.json").write_text(json.dumps({"seconds": 61.0}))
+    os.utime(d / "ckpt" / "teachers.seconds.json", (beat, beat))
     capsys.readouterr()
     cli.main(["status", "--out", str(out)])
     text = capsys.readouterr().out

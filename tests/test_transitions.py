@@ -170,6 +170,19 @@ def test_host_collection_with_terminations_keeps_the_env_next_observations(monke
     assert np.asarray(seen["batch"]["terminals"]).tobytes() == ds.terminals[:, :51].astype(np.float32).tobytes()
 
 
+def test_host_collection_reports_progress_every_episode_length():
+    """Between checkpoints (10K steps on the MuJoCo presets) host collection reports its progress
+    once per episode length, so bars and `mbml status` move; the data do not depend on it."""
+    fam = get_family("walker-param")
+    fam = dataclasses.replace(fam, train_tasks=fam.train_tasks[:2], horizon=20)
+    cfg = dataclasses.replace(preset("walker-param", "smoke").sac, total_steps=80, warmup_steps=70, batch_size=8)
+    seen = []
+    ds = hostenv.collect_host(fam, cfg, jax.random.PRNGKey(0), chunk=60, progress=lambda d, n: seen.append((d, n)))
+    assert seen == [(0, 80), (20, 80), (40, 80), (60, 80), (80, 80)]
+    quiet = hostenv.collect_host(fam, cfg, jax.random.PRNGKey(0), chunk=60)
+    assert quiet.observations.tobytes() == ds.observations.tobytes()
+
+
 def test_collection_checkpoint_of_an_older_mbml(tmp_path):
     fam, cfg = _point_nav(60)
     ckpt = tmp_path / "collect.msgpack"
