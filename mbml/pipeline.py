@@ -26,6 +26,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +45,7 @@ from mbml.families import Family, get_family
 from mbml.hostenv import collect_host, evaluate_student_host, mean_returns
 from mbml.steps import HEARTBEAT, STAGES, Progress, Step, done_marker, seed_steps  # noqa: F401 (re-exported)
 from mbml.teachers import evaluate_own_tasks, train_teachers
-from mbml.train_loop import remove_checkpoint
+from mbml.train_loop import progress_file, remove_checkpoint
 from mbml.transitions import device_data
 
 def versions() -> dict:
@@ -181,11 +182,14 @@ class Run:
 
     def _done(self, seed: int, marker: Path, force: bool, *ckpts: str) -> bool:
         """Whether a stage is finished (its `marker` exists) and not forced. A finished stage's
-        checkpoints are removed: a kill between writing the outputs and removing them leaves them."""
+        checkpoints, kept parts and heartbeat are removed: a kill between writing the outputs and
+        removing them leaves them (and a stale heartbeat would add its time to a forced rerun)."""
         if force or not marker.exists():
             return False
         for name in ckpts:
-            remove_checkpoint(self.seed_dir(seed) / "ckpt" / f"{name}.msgpack")
+            ckpt = self.seed_dir(seed) / "ckpt" / f"{name}.msgpack"
+            _remove_checkpoint_files(ckpt)
+            ckpt.with_name(f"{name}.seconds.json").unlink(missing_ok=True)
         return True
 
     def collect(self, seed: int, force: bool = False) -> None:
@@ -359,49 +363,104 @@ class Run:
 
     def evaluate(self, seed: int, method: str, force: bool = False) -> None:
         path = self.seed_dir(seed) / done_marker("evaluate", method)
-        if path.exists() and not force:
+        if self._done(seed, path, force, f"evaluate_{method}"):
             return
         params = self.load_student(seed, method)
         key = self.key(seed, "evaluate")
-        out = {}
+        diagnose = self.family.true_reward is not None
+
+        def protocol(i, tasks):
+            r = self.evaluate_student(params, tasks, jax.random.fold_in(key, i))
+            return {k: v.tolist() for k, v in r.items()}
+
+        def diagnostic():
+            ds = self.dataset(seed)
+            diag = inference_diagnostic(self.cfg.distill, 2 * self.cfg.distill.context_size, params.encoder,
+                                        device_data(ds), jnp.asarray(true_rewards(ds, self.family.true_reward)),
+                                        jax.random.fold_in(key, 99))
+            return {k: float(v) for k, v in diag.items()}
+
         with self.timed(seed, f"evaluate_{method}"):
-            for split, tasks in (("train", self.family.train_tasks), ("test", self.family.test_tasks)):
-                r = self.evaluate_student(params, tasks, jax.random.fold_in(key, len(out)))
-                out[split] = {k: v.tolist() for k, v in r.items()}
-            if self.family.true_reward is not None:
-                ds = self.dataset(seed)
-                diag = inference_diagnostic(self.cfg.distill, 2 * self.cfg.distill.context_size, params.encoder,
-                                            device_data(ds), jnp.asarray(true_rewards(ds, self.family.true_reward)),
-                                            jax.random.fold_in(key, 99))
-                out["diagnostic"] = {k: float(v) for k, v in diag.items()}
+            parts = Parts(self, seed, f"evaluate_{method}", 2 + diagnose, force)
+            out = {split: parts(split, lambda i=i, t=tasks: protocol(i, t))
+                   for i, (split, tasks) in enumerate((("train", self.family.train_tasks), ("test", self.family.test_tasks)))}
+            if diagnose:
+                out["diagnostic"] = parts("diagnostic", diagnostic)
             io.write_json(path, out)
+        parts.clear()
 
     def references(self, seed: int, force: bool = False) -> None:
         """Teachers on their own tasks; oracle and random policies (MuJoCo: random and zero actions) on
         train and test tasks."""
         path = self.seed_dir(seed) / done_marker("references")
-        if path.exists() and not force:
+        if self._done(seed, path, force, "references"):
             return
         key = jax.random.fold_in(self.key(seed, "evaluate"), 1000)
         fam = self.family
-        with self.timed(seed, "references"):
+
+        def own():
             teachers = self.load_teachers(seed)
-            own = evaluate_own_tasks(fam, self.cfg.bcq, self.cfg.eval.episodes, teachers, fam.train_tasks, key)
-            out = {"teachers": {"train": np.asarray(own).tolist()}}
+            return np.asarray(evaluate_own_tasks(fam, self.cfg.bcq, self.cfg.eval.episodes, teachers,
+                                                 fam.train_tasks, key)).tolist()
+
+        def reference(k, tasks):
+            if fam.jax_env is not None:
+                refs = rollout.reference_scores(fam, tasks, k)
+            else:  # MuJoCo families have no scripted oracle: a uniform random policy, and zero actions
+                rand = lambda obs, kk: jax.random.uniform(kk, obs.shape[:1] + (fam.act_dim,), minval=-1, maxval=1)  # noqa: E731
+                still = lambda obs, kk: jnp.zeros(obs.shape[:1] + (fam.act_dim,))  # noqa: E731
+                refs = {"random": mean_returns(fam, np.asarray(tasks), rand, k, self.cfg.eval.episodes),
+                        "zero_action": mean_returns(fam, np.asarray(tasks), still, k, self.cfg.eval.episodes)}
+            return {name: np.asarray(v).tolist() for name, v in refs.items()}
+
+        with self.timed(seed, "references"):
+            parts = Parts(self, seed, "references", 3, force)
+            out = {"teachers": {"train": parts("teachers", own)}}
             for i, (split, t) in enumerate((("train", fam.train_tasks), ("test", fam.test_tasks))):
-                k = jax.random.fold_in(key, i + 1)
-                if fam.jax_env is not None:
-                    refs = rollout.reference_scores(fam, t, k)
-                else:  # MuJoCo families have no scripted oracle: a uniform random policy, and zero actions
-                    rand = lambda obs, kk: jax.random.uniform(kk, obs.shape[:1] + (fam.act_dim,), minval=-1, maxval=1)  # noqa: E731
-                    still = lambda obs, kk: jnp.zeros(obs.shape[:1] + (fam.act_dim,))  # noqa: E731
-                    refs = {"random": mean_returns(fam, np.asarray(t), rand, k, self.cfg.eval.episodes),
-                            "zero_action": mean_returns(fam, np.asarray(t), still, k, self.cfg.eval.episodes)}
+                refs = parts(split, lambda k=jax.random.fold_in(key, i + 1), t=t: reference(k, t))
                 for name, v in refs.items():
-                    out.setdefault(name, {})[split] = np.asarray(v).tolist()
+                    out.setdefault(name, {})[split] = v
             ds = self.dataset(seed)
             out["dataset_returns"] = episode_returns(ds).mean(0).tolist()
             io.write_json(path, out)
+        parts.clear()
+
+
+class Parts:
+    """The finished parts of a stage that has no checkpoint of its own (the evaluations): each part's
+    result is kept in `ckpt/<name>.parts.json` as soon as it is done, so an interrupted stage redoes
+    only the part it was in, and `ckpt/<name>.progress.json` tells `mbml status` how far it is. Each
+    part draws its own PRNG key, so a resumed stage writes the same numbers as an uninterrupted one.
+    Results must be JSON (lists, floats)."""
+
+    def __init__(self, run: "Run", seed: int, name: str, total: int, force: bool):
+        self.ckpt = run.seed_dir(seed) / "ckpt" / f"{name}.msgpack"  # never written; names the files below
+        self.path = self.ckpt.with_suffix(".parts.json")
+        if force:
+            self.clear()
+        self.done = io.read_json(self.path) if self.path.exists() else {}
+        self.total = total
+        self.report = run.bar(f"seed {seed} {name.replace('_', ' ')}")
+        self.report(len(self.done), total)
+
+    def __call__(self, part: str, compute: Callable[[], object]):
+        """`compute()`, or its kept result if this part finished in an earlier attempt."""
+        if part not in self.done:
+            self.done[part] = compute()
+            io.write_json(self.path, self.done)
+            io.write_json(progress_file(self.ckpt), {"done": len(self.done), "total": self.total})
+            self.report(len(self.done), self.total)
+        return self.done[part]
+
+    def clear(self) -> None:
+        """Remove the kept parts (after the stage's output is written, or to redo it)."""
+        _remove_checkpoint_files(self.ckpt)
+
+
+def _remove_checkpoint_files(ckpt: Path) -> None:
+    """Remove a checkpoint, its progress file and kept parts (whichever exist)."""
+    ckpt.with_suffix(".parts.json").unlink(missing_ok=True)
+    remove_checkpoint(ckpt)
 
 
 def peak_rss_mb() -> float:

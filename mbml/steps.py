@@ -22,7 +22,7 @@ class Step:
     name: str  # collect, teachers, ensembles, distill_M, evaluate_M, references
     stage: str  # the CLI stage (STAGES) that runs it
     marker: str  # the output that marks it done, relative to the seed folder (written last)
-    ckpt: str = ""  # its checkpoint under ckpt/ (without .msgpack), if it checkpoints
+    ckpt: str = ""  # its checkpoint under ckpt/ (without .msgpack), or its kept parts (pipeline.Parts)
     method: str | None = None
 
 
@@ -37,8 +37,8 @@ def seed_steps(methods, ensembles: bool | None = None) -> list[Step]:
         steps.append(Step("ensembles", "ensembles", "relabel.json", "ensembles"))
     for m in methods:
         steps += [Step(f"distill_{m}", "distill", f"students/{m}.msgpack", f"distill_{m}", m),
-                  Step(f"evaluate_{m}", "evaluate", f"eval/{m}.json", method=m)]
-    steps.append(Step("references", "evaluate", "eval/references.json"))
+                  Step(f"evaluate_{m}", "evaluate", f"eval/{m}.json", f"evaluate_{m}", m)]
+    steps.append(Step("references", "evaluate", "eval/references.json", "references"))
     return steps
 
 

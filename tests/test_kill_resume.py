@@ -49,8 +49,8 @@ def test_sigkill_mid_stage_then_rerun(tmp_path):
 
 
 def test_finished_stage_removes_leftover_checkpoint(tmp_path):
-    """A kill after a stage wrote its outputs but before it removed its checkpoint leaves the
-    checkpoint behind; the next run skips the finished stage and removes it."""
+    """A kill after a stage wrote its outputs but before it removed its checkpoint (or heartbeat)
+    leaves them behind; the next run skips the finished stage and removes them."""
     from mbml.config import preset
     from mbml.pipeline import Run
 
@@ -59,9 +59,11 @@ def test_finished_stage_removes_leftover_checkpoint(tmp_path):
     leftover = run.seed_dir(0) / "ckpt" / "collect.msgpack"
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(b"stale")
+    beat = leftover.with_name("collect.seconds.json")  # a heartbeat, as a kill before its removal leaves it
+    beat.write_text('{"seconds": 5.0}')
     meta = (run.seed_dir(0) / "data" / "meta.json").read_bytes()
     run.collect(0)
-    assert not leftover.exists()
+    assert not leftover.exists() and not beat.exists()
     assert (run.seed_dir(0) / "data" / "meta.json").read_bytes() == meta  # the stage was skipped, not redone
 
 

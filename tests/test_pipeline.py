@@ -123,6 +123,63 @@ def test_interrupted_distillation_resumes_to_the_same_student(smoke_run, tmp_pat
             == (done / "seed_0" / "students" / "full.msgpack").read_bytes())
 
 
+def test_interrupted_evaluation_keeps_its_finished_parts(smoke_run, tmp_path, monkeypatch):
+    """Stop the evaluation (and the references) after their first part: running again redoes only
+    what was left and writes exactly the file an uninterrupted evaluation wrote."""
+    import shutil
+    import time
+
+    from mbml import pipeline as P
+    from mbml.status import run_status
+
+    done, _ = smoke_run
+    out = tmp_path / "run"
+    shutil.copytree(done, out)
+    for f in ("eval/full.json", "eval/references.json"):
+        (out / "seed_0" / f).unlink()
+    cfg = preset("point-nav", "smoke")
+    calls = []
+    protocol, own = Run.evaluate_student, P.evaluate_own_tasks
+
+    def first_only(self, *args):
+        calls.append("protocol")
+        if len(calls) > 1:
+            raise Stop
+        return protocol(self, *args)
+
+    monkeypatch.setattr(Run, "evaluate_student", first_only)
+    with pytest.raises(Stop):
+        Run.open(out, cfg).evaluate(0, "full")
+    parts = json.loads((out / "seed_0" / "ckpt" / "evaluate_full.parts.json").read_text())
+    assert list(parts) == ["train"]
+    row = {r["stage"]: r for r in run_status(out, now=time.time() + 1000)}["evaluate_full"]  # heartbeat gone stale
+    assert (row["state"], row["done"], row["total"]) == ("stopped", 1, 3)
+
+    monkeypatch.setattr(Run, "evaluate_student", protocol)
+    calls.clear()
+    monkeypatch.setattr(P, "evaluate_own_tasks", lambda *a: calls.append("own") or own(*a))
+
+    def stop(*args):
+        raise Stop
+
+    monkeypatch.setattr(P.rollout, "reference_scores", stop)
+    with pytest.raises(Stop):
+        Run.open(out, cfg).references(0)
+    assert calls == ["own"]
+    monkeypatch.undo()
+
+    spy = []
+    monkeypatch.setattr(Run, "evaluate_student", lambda self, *a: spy.append(1) or protocol(self, *a))
+    monkeypatch.setattr(P, "evaluate_own_tasks", lambda *a: spy.append("own") or own(*a))
+    run = Run.open(out, cfg)
+    run.evaluate(0, "full")
+    run.references(0)
+    assert spy == [1]  # the test split only; the teachers' own-task scores were kept too
+    for f in ("eval/full.json", "eval/references.json"):
+        assert (out / "seed_0" / f).read_bytes() == (done / "seed_0" / f).read_bytes()
+    assert not list((out / "seed_0" / "ckpt").glob("*")), "finished evaluations leave no parts"
+
+
 def _summary(res: dict) -> dict:
     return {m: {"test": v["test"]["mean"], "train": v["train"]["mean"]} for m, v in res["methods"].items()} | {
         "teachers": res["references"]["teachers"]["train"]["mean"], "accept_rate": res["relabel"]["accept_rate"]}
