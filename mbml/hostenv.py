@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -23,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mbml import sac, student as S
+from mbml import io, sac, student as S
 from mbml.collect import buffer_dataset, empty_buffer, grow_finals, run_collection, write_step
 from mbml.config import DistillConfig, EvalConfig, SACConfig
 from mbml.data import Dataset
@@ -113,6 +115,21 @@ class TaskEnvs:
         self._for_each(one)
         return np.stack(out).astype(np.float32)
 
+    def snapshot(self) -> bytes:
+        """Every env's whole simulator state (its MjData, derived quantities and warm start
+        included), pickled: `restore` continues bit-identically. Episodes are reseeded at each
+        reset, so the envs' own RNGs need no saving."""
+        return pickle.dumps([env.unwrapped.data for env in self.envs])
+
+    def restore(self, snapshot: bytes) -> None:
+        import mujoco
+
+        states = pickle.loads(snapshot)
+        if len(states) != len(self.envs):
+            raise MbmlError(f"snapshot of {len(states)} envs, not {len(self.envs)}")
+        for env, data in zip(self.envs, states):
+            mujoco.mj_copyData(env.unwrapped.data, env.unwrapped.model, data)
+
     def reset_one(self, i: int, seed: int) -> np.ndarray:
         return np.asarray(self.envs[i].reset(seed=int(seed))[0], np.float32)
 
@@ -135,6 +152,29 @@ class TaskEnvs:
             shape = next((np.shape(v) for v in vals if v is not None), ())
             extras[name] = np.stack([np.zeros(shape, np.float32) if v is None else v for v in vals])
         return obs, rew, term, extras
+
+
+SNAPSHOT_EVERY = 600.0
+"""Seconds between snapshots inside a collection chunk (`collect_host`): checkpoints come between
+chunks of 10K steps, which take most of an hour for 30 walker tasks on 2 cores; a snapshot holds
+the replay buffer, the learners and every env's simulator state, so a stop loses at most this
+long and the resumed run is bit-identical."""
+
+
+def _read_snapshot(path: Path | None, done: int) -> dict | None:
+    """The mid-chunk snapshot of the chunk starting at `done`, if there is one (others are stale:
+    their chunk finished and was checkpointed)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        snap = pickle.loads(path.read_bytes())
+    except Exception as e:  # unreadable: the chunk checkpoint before it still holds
+        raise MbmlError(f"corrupt collection snapshot {path} ({type(e).__name__}); delete it to resume from "
+                        "the last checkpoint") from None
+    if snap["done"] != done:
+        path.unlink()
+        return None
+    return snap
 
 
 def _seeds(key, n: int) -> np.ndarray:
@@ -168,8 +208,9 @@ def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", c
     """SAC on every training task with host-stepped environments; the whole history is the dataset.
 
     Episodes still running at a chunk boundary are cut there (stored as time-limit truncations), so
-    the data are the same whether or not the run was interrupted and resumed at a checkpoint.
-    `threads`: see `TaskEnvs` (the data do not depend on it).
+    the data are the same whether or not the run was interrupted and resumed at a checkpoint. Inside
+    a chunk a snapshot is written every `SNAPSHOT_EVERY` seconds (`<ckpt>.mid.pkl`), from which a
+    stopped run continues bit-identically. `threads`: see `TaskEnvs` (the data do not depend on it).
     """
     tasks = np.asarray(family.train_tasks)
     k, n, d, a, h = len(tasks), cfg.total_steps, family.obs_dim, family.act_dim, family.horizon
@@ -183,13 +224,23 @@ def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", c
     buf = empty_buffer(k, n, d, a, finals, {name: jnp.zeros((k, n) + v.shape[1:]) for name, v in probe.items()})
     carry = {"sac": states, "buf": buf, "key": k_run}
 
+    mid = None if ckpt is None else Path(ckpt).with_suffix(".mid.pkl")
+
     def advance(c, done, steps):
         rng = np.random.default_rng(_seeds(jax.random.fold_in(k_run, done), 1)[0])
         obs = envs.reset(rng.integers(2**31 - 1, size=k))
         ep = np.zeros(k, int)
         states, b, key = c["sac"], c["buf"], c["key"]
         ends = np.array(b["ends"])
-        for t in range(done, done + steps):
+        start = done
+        snap = _read_snapshot(mid, done)
+        if snap is not None:  # this chunk was stopped part-way: continue from inside it
+            carry = jax.tree.map(jnp.asarray, snap["carry"])
+            states, b, key, start = carry["sac"], carry["buf"], carry["key"], snap["t"]
+            rng.bit_generator.state, obs, ep, ends = snap["rng"], snap["obs"], snap["ep"], snap["ends"]
+            envs.restore(snap["envs"])
+        last = time.monotonic()
+        for t in range(start, done + steps):
             key, k_act, k_upd = jax.random.split(key, 3)
             actions = np.asarray(_act(cfg, a, states.actor, jnp.asarray(obs), k_act))
             nxt, rew, term, extras = envs.step(actions)
@@ -209,7 +260,15 @@ def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", c
             if t >= cfg.warmup_steps:
                 states = _update(cfg, a, lift_mode, states, b, jnp.asarray(t), k_upd)
             obs = after
-            if progress is not None and (t + 1) % h == 0 and t + 1 < done + steps:  # chunk ends: run_chunks
+            if t + 1 == done + steps:
+                break  # chunk ends: run_chunks checkpoints and reports
+            if mid is not None and time.monotonic() - last >= SNAPSHOT_EVERY:
+                carry = jax.device_get({"sac": states, "buf": b, "key": key})
+                io.atomic_write_bytes(mid, pickle.dumps(
+                    {"done": done, "t": t + 1, "carry": carry, "rng": rng.bit_generator.state, "obs": obs,
+                     "ep": ep, "ends": ends, "envs": envs.snapshot()}))
+                last = time.monotonic()
+            if progress is not None and (t + 1) % h == 0:
                 progress(t + 1, n)
         return {"sac": states, "buf": b, "key": key}
 
@@ -217,6 +276,8 @@ def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", c
         carry = run_collection(carry, n, chunk, advance, ckpt, progress)
     finally:
         envs.close()
+    if mid is not None:
+        mid.unlink(missing_ok=True)
     return buffer_dataset(jax.device_get(carry["buf"]), tasks, {"family": family.name, "source": "sac", "sac_steps": n})
 
 

@@ -48,6 +48,7 @@ from mbml.teachers import evaluate_own_tasks, train_teachers
 from mbml.train_loop import progress_file, remove_checkpoint
 from mbml.transitions import device_data
 
+
 def versions() -> dict:
     import flax
     import optax

@@ -183,6 +183,38 @@ def test_host_collection_reports_progress_every_episode_length():
     assert quiet.observations.tobytes() == ds.observations.tobytes()
 
 
+def test_host_collection_stopped_inside_a_chunk_continues_from_its_snapshot(tmp_path, monkeypatch):
+    """A stop between checkpoints resumes from the last mid-chunk snapshot (buffer, learners, every
+    env's simulator state) and gives bit for bit the data of an uninterrupted run."""
+    fam = get_family("walker-param")  # terminations: episodes end at different steps in each env
+    fam = dataclasses.replace(fam, train_tasks=fam.train_tasks[:2], horizon=20)
+    cfg = dataclasses.replace(preset("walker-param", "smoke").sac, total_steps=100, warmup_steps=30, batch_size=8)
+    whole = hostenv.collect_host(fam, cfg, jax.random.PRNGKey(0), chunk=80)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_60(d, n):
+        if d == 40:  # snapshots so far after every step, the last one with 40 steps done; no more
+            monkeypatch.setattr(hostenv, "SNAPSHOT_EVERY", float("inf"))
+        if d == 60:
+            raise Stop
+
+    ckpt = tmp_path / "collect.msgpack"
+    monkeypatch.setattr(hostenv, "SNAPSHOT_EVERY", 0.0)
+    with pytest.raises(Stop):
+        hostenv.collect_host(fam, cfg, jax.random.PRNGKey(0), chunk=80, ckpt=ckpt, progress=stop_at_60)
+    assert not ckpt.exists() and ckpt.with_suffix(".mid.pkl").exists()  # inside the first chunk
+    stepped = []
+    step = hostenv.TaskEnvs.step
+    monkeypatch.setattr(hostenv.TaskEnvs, "step", lambda self, *a: stepped.append(1) or step(self, *a))
+    resumed = hostenv.collect_host(fam, cfg, jax.random.PRNGKey(0), chunk=80, ckpt=ckpt)
+    assert len(stepped) == 1 + 100 - 40  # the shape probe, then steps 40..99
+    for f in ("observations", "actions", "rewards", "final_observations", "terminals", "timeouts"):
+        assert getattr(resumed, f).tobytes() == getattr(whole, f).tobytes(), f
+    assert not ckpt.with_suffix(".mid.pkl").exists()
+
+
 def test_collection_checkpoint_of_an_older_mbml(tmp_path):
     fam, cfg = _point_nav(60)
     ckpt = tmp_path / "collect.msgpack"
