@@ -32,6 +32,7 @@ from mbml.data import Dataset
 from mbml.errors import MbmlError
 from mbml.families import Family
 from mbml.nets import lift
+from mbml.train_loop import progress_file
 from mbml.transitions import gather
 
 
@@ -118,7 +119,7 @@ class TaskEnvs:
     def snapshot(self) -> bytes:
         """Every env's whole simulator state (its MjData, derived quantities and warm start
         included), pickled: `restore` continues bit-identically. Episodes are reseeded at each
-        reset, so the envs' own RNGs need no saving."""
+        reset, so the envs' own RNGs need no saving. MuJoCo envs only (`env.unwrapped.data`)."""
         return pickle.dumps([env.unwrapped.data for env in self.envs])
 
     def restore(self, snapshot: bytes) -> None:
@@ -161,16 +162,24 @@ the replay buffer, the learners and every env's simulator state, so a stop loses
 long and the resumed run is bit-identical."""
 
 
-def _read_snapshot(path: Path | None, done: int) -> dict | None:
+def _read_snapshot(path: Path | None, done: int, carry) -> dict | None:
     """The mid-chunk snapshot of the chunk starting at `done`, if there is one (others are stale:
-    their chunk finished and was checkpointed)."""
+    their chunk finished and was checkpointed). It is a pickle, unlike the msgpack checkpoints
+    (MuJoCo's simulator state pickles whole, derived quantities included): resume only run folders
+    you trust, as with any checkpoint that holds pickles."""
     if path is None or not path.exists():
         return None
     try:
-        snap = pickle.loads(path.read_bytes())
+        with open(path, "rb") as f:
+            snap = pickle.load(f)
+        same = (jax.tree.structure(snap["carry"]) == jax.tree.structure(carry)
+                and np.shape(snap["carry"]["buf"]["obs"]) == np.shape(carry["buf"]["obs"]))
     except Exception as e:  # unreadable: the chunk checkpoint before it still holds
         raise MbmlError(f"corrupt collection snapshot {path} ({type(e).__name__}); delete it to resume from "
                         "the last checkpoint") from None
+    if not same:
+        raise MbmlError(f"collection snapshot {path} does not fit this run's learners or buffer; delete it to "
+                        "resume from the last checkpoint")
     if snap["done"] != done:
         path.unlink()
         return None
@@ -233,12 +242,13 @@ def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", c
         states, b, key = c["sac"], c["buf"], c["key"]
         ends = np.array(b["ends"])
         start = done
-        snap = _read_snapshot(mid, done)
+        snap = _read_snapshot(mid, done, c)
         if snap is not None:  # this chunk was stopped part-way: continue from inside it
             carry = jax.tree.map(jnp.asarray, snap["carry"])
             states, b, key, start = carry["sac"], carry["buf"], carry["key"], snap["t"]
             rng.bit_generator.state, obs, ep, ends = snap["rng"], snap["obs"], snap["ep"], snap["ends"]
             envs.restore(snap["envs"])
+            del snap, carry  # host copies of the buffer
         last = time.monotonic()
         for t in range(start, done + steps):
             key, k_act, k_upd = jax.random.split(key, 3)
@@ -263,10 +273,11 @@ def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", c
             if t + 1 == done + steps:
                 break  # chunk ends: run_chunks checkpoints and reports
             if mid is not None and time.monotonic() - last >= SNAPSHOT_EVERY:
-                carry = jax.device_get({"sac": states, "buf": b, "key": key})
-                io.atomic_write_bytes(mid, pickle.dumps(
-                    {"done": done, "t": t + 1, "carry": carry, "rng": rng.bit_generator.state, "obs": obs,
-                     "ep": ep, "ends": ends, "envs": envs.snapshot()}))
+                snap = {"done": done, "t": t + 1, "carry": jax.device_get({"sac": states, "buf": b, "key": key}),
+                        "rng": rng.bit_generator.state, "obs": obs, "ep": ep, "ends": ends, "envs": envs.snapshot()}
+                io.atomic_write(mid, lambda f: pickle.dump(snap, f, protocol=5))
+                io.write_json(progress_file(ckpt), {"done": t + 1, "total": n})  # where a stop resumes
+                del snap
                 last = time.monotonic()
             if progress is not None and (t + 1) % h == 0:
                 progress(t + 1, n)

@@ -183,14 +183,21 @@ class Run:
 
     def _done(self, seed: int, marker: Path, force: bool, *ckpts: str) -> bool:
         """Whether a stage is finished (its `marker` exists) and not forced. A finished stage's
-        checkpoints, kept parts and heartbeat are removed: a kill between writing the outputs and
-        removing them leaves them (and a stale heartbeat would add its time to a forced rerun)."""
+        checkpoints (with what belongs to them) and heartbeat are removed: a kill between writing the
+        outputs and removing them leaves them. A heartbeat left before the stage's time reached
+        `timings.json` is its only record of that time and is moved there."""
         if force or not marker.exists():
             return False
+        timings_path = self.seed_dir(seed) / "timings.json"
         for name in ckpts:
             ckpt = self.seed_dir(seed) / "ckpt" / f"{name}.msgpack"
-            _remove_checkpoint_files(ckpt)
-            ckpt.with_name(f"{name}.seconds.json").unlink(missing_ok=True)
+            remove_checkpoint(ckpt)
+            beat = ckpt.with_name(f"{name}.seconds.json")
+            if beat.exists():
+                timings = io.read_json(timings_path) if timings_path.exists() else {}
+                if name not in timings:
+                    io.write_json(timings_path, {**timings, name: io.read_json(beat)["seconds"]})
+                beat.unlink()
         return True
 
     def collect(self, seed: int, force: bool = False) -> None:
@@ -455,13 +462,7 @@ class Parts:
 
     def clear(self) -> None:
         """Remove the kept parts (after the stage's output is written, or to redo it)."""
-        _remove_checkpoint_files(self.ckpt)
-
-
-def _remove_checkpoint_files(ckpt: Path) -> None:
-    """Remove a checkpoint, its progress file and kept parts (whichever exist)."""
-    ckpt.with_suffix(".parts.json").unlink(missing_ok=True)
-    remove_checkpoint(ckpt)
+        remove_checkpoint(self.ckpt)
 
 
 def peak_rss_mb() -> float:

@@ -35,23 +35,34 @@ def run_status(out: Path, now: float | None = None) -> list[dict]:
                    "seconds": timings.get(stage)}
             progress = d / "ckpt" / f"{ckpt}.progress.json"
             beat = d / "ckpt" / f"{stage}.seconds.json"
-            alive = beat.exists() and now - beat.stat().st_mtime < 3 * HEARTBEAT
+            try:
+                alive = now - beat.stat().st_mtime < 3 * HEARTBEAT
+            except FileNotFoundError:
+                alive = False
+            p = _read(progress) if ckpt else None
             if (d / marker).exists():
                 row["state"] = "done"
-            elif ckpt and progress.exists():
-                p = io.read_json(progress)
+            elif p is not None:
                 row.update(state="running" if alive else "stopped", done=p["done"], total=p["total"])
             elif ckpt and (d / "ckpt" / f"{ckpt}.msgpack").exists():
                 row["state"] = "running" if alive else "started"  # "started": an older mbml's checkpoint
             elif alive:
                 row["state"] = "running"  # before its first checkpoint, or a stage without any
-            if row["state"] != "done" and beat.exists():
-                b = io.read_json(beat)
+            b = _read(beat) if row["state"] != "done" else None
+            if b is not None:
                 row["seconds"] = b["seconds"]
                 if row["state"] == "running" and "done" in b:  # steps so far, not only to the last checkpoint
                     row.update(done=b["done"], total=b["total"])
             rows.append(row)
     return rows
+
+
+def _read(path: Path) -> dict | None:
+    """A small JSON file, or None if it is not there (any of them may vanish as a stage finishes)."""
+    try:
+        return io.read_json(path)
+    except MbmlError:
+        return None
 
 
 def hms(seconds: float | None) -> str:

@@ -45,6 +45,11 @@ def progress_file(ckpt: Path) -> Path:
 
 
 def remove_checkpoint(ckpt: Path) -> None:
-    """Remove a checkpoint and its progress file (if there)."""
-    Path(ckpt).unlink(missing_ok=True)
-    progress_file(ckpt).unlink(missing_ok=True)
+    """Remove a checkpoint and what belongs to it: its progress file, a host collection's mid-chunk
+    snapshot (`.mid.pkl`), an evaluation's kept parts (`.parts.json`), and the temporary files that
+    a kill during an atomic write of any of them leaves (`.NAME.XXXX`)."""
+    ckpt = Path(ckpt)
+    for path in (ckpt, progress_file(ckpt), ckpt.with_suffix(".mid.pkl"), ckpt.with_suffix(".parts.json")):
+        path.unlink(missing_ok=True)
+        for tmp in path.parent.glob(f".{path.name}.*") if path.parent.exists() else ():
+            tmp.unlink(missing_ok=True)

@@ -4,19 +4,19 @@
 #   scripts/gpu_check.sh [OUTDIR]      # OUTDIR defaults to $OUT, else runs/gpu-check
 #
 # 1. The default test suite on that machine's CPU cores and JAX version, in the background
-#    (JAX_PLATFORMS=cpu, pytest-xdist), while
+#    (JAX_PLATFORMS=cpu, with pytest-xdist, which that machine's image has), while
 # 2. a probe of the `paper` preset on halfcheetah-vel runs every stage on the GPU at reduced step
 #    counts; its progress lines give each stage's steps/s at the paper's network sizes, from which
 #    docs/families.md estimates a full paper-preset run, and
 # 3. benchmarks/bench.py at the paper's BCQ sizes (teacher updates/s, vmap vs lax.map vs a loop).
 # Wheels for packages the machine lacks (mujoco, gymnasium, tyro, tensorboardX) are installed from
-# .whl/ when that folder exists. Small logs and timings land in OUTDIR; the probe's run folder is
-# kept out of it (its datasets are large).
+# .whl/ when that folder holds any. Small logs and timings land in OUTDIR; the probe's run folder
+# is kept out of it (its datasets are large) and is started afresh each time.
 set -u
 out=${1:-${OUT:-runs/gpu-check}}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-if [ -d .whl ] && [ -z "${SKIP_WHEELS:-}" ]; then
+if ls .whl/*.whl >/dev/null 2>&1 && [ -z "${SKIP_WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site
 fi

@@ -61,9 +61,18 @@ def test_finished_stage_removes_leftover_checkpoint(tmp_path):
     leftover.write_bytes(b"stale")
     beat = leftover.with_name("collect.seconds.json")  # a heartbeat, as a kill before its removal leaves it
     beat.write_text('{"seconds": 5.0}')
+    tmp = leftover.with_name(".collect.mid.pkl.abc123")  # a kill during a snapshot's atomic write
+    tmp.write_bytes(b"half")
     meta = (run.seed_dir(0) / "data" / "meta.json").read_bytes()
+    timings = json.loads((run.seed_dir(0) / "timings.json").read_text())
     run.collect(0)
-    assert not leftover.exists() and not beat.exists()
+    assert not leftover.exists() and not beat.exists() and not tmp.exists()
+    assert json.loads((run.seed_dir(0) / "timings.json").read_text()) == timings  # already counted there
+
+    (run.seed_dir(0) / "timings.json").write_text("{}")  # killed before the time reached timings.json
+    beat.write_text('{"seconds": 5.0}')
+    run.collect(0)
+    assert json.loads((run.seed_dir(0) / "timings.json").read_text()) == {"collect": 5.0} and not beat.exists()
     assert (run.seed_dir(0) / "data" / "meta.json").read_bytes() == meta  # the stage was skipped, not redone
 
 

@@ -4,6 +4,7 @@ every gather gives the next observations a full stored copy gave, bit for bit, w
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -205,6 +206,7 @@ def test_host_collection_stopped_inside_a_chunk_continues_from_its_snapshot(tmp_
     with pytest.raises(Stop):
         hostenv.collect_host(fam, cfg, jax.random.PRNGKey(0), chunk=80, ckpt=ckpt, progress=stop_at_60)
     assert not ckpt.exists() and ckpt.with_suffix(".mid.pkl").exists()  # inside the first chunk
+    assert json.loads(ckpt.with_suffix(".progress.json").read_text()) == {"done": 40, "total": 100}  # mbml status
     stepped = []
     step = hostenv.TaskEnvs.step
     monkeypatch.setattr(hostenv.TaskEnvs, "step", lambda self, *a: stepped.append(1) or step(self, *a))
