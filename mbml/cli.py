@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import tyro
+
 from mbml.errors import MbmlError
 from mbml.status import hms
 
@@ -133,8 +135,10 @@ class ImportMinari:
 class Status:
     """How far a run folder is: each seed's stages, done / running / stopped / pending, with times."""
 
-    out: Path
-    """Run folder made by `mbml run` or `mbml demo`."""
+    run: tyro.conf.Positional[Path | None] = None
+    """Run folder made by `mbml run` or `mbml demo` (or give it as --out)."""
+    out: Path | None = None
+    """Run folder, as the other commands take it."""
 
 
 def _dataset_dir(out: Path, seed: int) -> Path:
@@ -312,7 +316,9 @@ def _execute(cmd) -> None:
     elif isinstance(cmd, Status):
         from mbml.status import status_lines
 
-        print("\n".join(status_lines(cmd.out)))
+        if (cmd.run is None) == (cmd.out is None):
+            raise MbmlError("give the run folder once: `mbml status RUN` or `mbml status --out RUN`")
+        print("\n".join(status_lines(cmd.run or cmd.out)))
     elif isinstance(cmd, Demo):
         res = run_pipeline(cmd.out, "point-nav", cmd.preset, cmd.seeds, cmd.methods, cmd.force, cmd.quiet,
                            workers=cmd.workers)

@@ -1,4 +1,4 @@
-"""`mbml status --out RUN`: how far a run folder is, stage by stage, without loading anything big.
+"""`mbml status RUN`: how far a run folder is, stage by stage, without loading anything big.
 
 A stage is *done* when its output exists, *stopped* or *running* when it has a checkpoint (its
 progress file says how far; a heartbeat younger than three beats means a process is at it, and a

@@ -315,8 +315,12 @@ def test_status_reports_each_stage(tmp_path, capsys):
     text = capsys.readouterr().out
     assert any(line.split()[2:4] == ["collect", "done"] and line.endswith("1h02m") for line in text.splitlines())
     assert any("teachers" in line and "5000/20000" in line for line in text.splitlines())
+    cli.main(["status", str(out)])  # the folder as a positional argument too
+    assert capsys.readouterr().out == text
     code, _, err = run_cli(["status", "--out", str(tmp_path / "nothing")], capsys)
     assert code != 0 and "not a run folder" in err
+    code, _, err = run_cli(["status"], capsys)
+    assert code != 0 and "give the run folder" in err
 
 
 # ------------------------------------------------------------------------------------ --set
