@@ -116,16 +116,16 @@ class TaskEnvs:
         self._for_each(one)
         return np.stack(out).astype(np.float32)
 
-    def snapshot(self) -> bytes:
+    def snapshot(self) -> list:
         """Every env's whole simulator state (its MjData, derived quantities and warm start
-        included), pickled: `restore` continues bit-identically. Episodes are reseeded at each
-        reset, so the envs' own RNGs need no saving. MuJoCo envs only (`env.unwrapped.data`)."""
-        return pickle.dumps([env.unwrapped.data for env in self.envs])
+        included; pickle it at once, before the envs step on): `restore` continues bit-identically.
+        Episodes are reseeded at each reset, so the envs' own RNGs need no saving. MuJoCo envs only
+        (`env.unwrapped.data`)."""
+        return [env.unwrapped.data for env in self.envs]
 
-    def restore(self, snapshot: bytes) -> None:
+    def restore(self, states: list) -> None:
         import mujoco
 
-        states = pickle.loads(snapshot)
         if len(states) != len(self.envs):
             raise MbmlError(f"snapshot of {len(states)} envs, not {len(self.envs)}")
         for env, data in zip(self.envs, states):

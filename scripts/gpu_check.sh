@@ -17,8 +17,9 @@ out=${1:-${OUT:-runs/gpu-check}}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 if ls .whl/*.whl >/dev/null 2>&1 && [ -z "${SKIP_WHEELS:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
+  site="$PWD/${SITE_DIR:-runs/gpu-check-site}"  # under the repo (runs/ is git-ignored)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl || exit 1
+  export PYTHONPATH=$site
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
@@ -30,7 +31,7 @@ python3 -c "import jax, flax, optax, mujoco, gymnasium, tyro, mbml; print('jax',
 tests=$!
 
 # 2. paper preset, every stage, reduced step counts
-probe=${PROBE_DIR:-/tmp/mbml-gpu-probe}
+probe=${PROBE_DIR:-runs/gpu-probe}
 rm -rf "$probe"
 start=$(date +%s)
 timeout "${PROBE_TIMEOUT:-330}" python3 -m mbml.cli run --family "${PROBE_FAMILY:-halfcheetah-vel}" --preset "${PROBE_PRESET:-paper}" \
