@@ -266,15 +266,19 @@ def default_workers(seeds) -> int:
 
 def run_pipeline(out: Path, family: str, preset: str, seeds, methods, force=False, quiet=False, lift="vmap",
                  stages=("collect", "teachers", "ensembles", "distill", "evaluate", "report"),
-                 workers: int = 0, overrides=()) -> dict | None:
-    """Run `stages` for every seed and method in `out`; returns results.json's content if reported."""
+                 workers: int = 0, overrides=(), cfg=None) -> dict | None:
+    """Run `stages` for every seed and method in `out`; returns results.json's content if reported.
+
+    `cfg` (a RunConfig) replaces family/preset/lift/overrides: stage commands pass the folder's own
+    config.json, so a folder keeps working after its preset's defaults change in a newer mbml."""
     import dataclasses
 
     from mbml.config import override, preset as get_preset
     from mbml.pipeline import Run
 
     _check(methods, seeds)
-    cfg = override(dataclasses.replace(get_preset(family, preset), lift=lift), overrides)
+    if cfg is None:
+        cfg = override(dataclasses.replace(get_preset(family, preset), lift=lift), overrides)
     bars = _Bars(quiet)
     try:
         run = Run.open(out, cfg, bars)
@@ -329,9 +333,10 @@ def _execute(cmd) -> None:
                            workers=cmd.workers, overrides=cmd.set)
         _summary(res, out)
     else:
-        from mbml import io
+        from mbml import config as C, io
 
         saved = cmd.out / "config.json"
+        cfg = None
         recorded = io.read_json(cmd.out / "run.json") if (cmd.out / "run.json").exists() else {}
         if saved.exists():
             cfg = io.read_json(saved)
@@ -340,6 +345,7 @@ def _execute(cmd) -> None:
                     raise MbmlError(f"{cmd.out} holds a {cfg[name]!r} run, not {given!r} ({name}); use another --out")
             family, preset, lift = cfg["family"], cfg["preset"], cfg.get("lift", "vmap")
             overrides = tuple(cfg.get("overrides", ()))
+            cfg = C.from_dict(cfg)  # the folder's own config, not today's preset
         elif cmd.family is None or cmd.preset is None:
             raise MbmlError(f"{cmd.out} is not a run folder (no config.json); start one with `mbml run` "
                             "or give --family and --preset")
@@ -348,7 +354,7 @@ def _execute(cmd) -> None:
         seeds = cmd.seeds or tuple(recorded.get("seeds", [0]))
         methods = cmd.methods or tuple(recorded.get("methods", ["full", "neither"]))
         res = run_pipeline(cmd.out, family, preset, seeds, methods, cmd.force, cmd.quiet, lift, stages=(cmd.stage,),
-                           workers=cmd.workers, overrides=overrides)
+                           workers=cmd.workers, overrides=overrides, cfg=cfg)
         if res is not None:
             _summary(res, cmd.out)
 

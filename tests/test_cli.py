@@ -360,3 +360,19 @@ def test_set_is_kept_and_stage_commands_follow_it(tmp_path, capsys, make_dataset
     assert_one_line_error(code, err, "rewards.npy")  # past the config check: it read the overrides
     code, _, err = run_cli(["run", "--preset", "smoke", "--out", out, "--quiet"], capsys)
     assert_one_line_error(code, err, "different config", "--set sac.total_steps=20 distill.q_hidden=16,16")
+
+
+def test_stage_commands_follow_the_folder_after_its_preset_changed(tmp_path, capsys, make_dataset):
+    """A folder made before a preset's defaults changed (config.json differs from today's preset with
+    no --set) still runs its stages under its own config; `mbml run` with today's preset refuses it."""
+    from mbml import io
+
+    out = corrupt_folder(tmp_path / "run", make_dataset)
+    saved = io.read_json(out / "config.json")
+    saved["bcq"]["dataset_size"] += 1  # as if the smoke preset had been changed since the folder was made
+    io.write_json(out / "config.json", saved)
+    code, _, err = run_cli(["teachers", "--out", out, "--quiet"], capsys)
+    assert_one_line_error(code, err, "rewards.npy")  # past the config check
+    assert io.read_json(out / "config.json") == saved
+    code, _, err = run_cli(["run", "--preset", "smoke", "--out", out, "--quiet"], capsys)
+    assert_one_line_error(code, err, "different config", "bcq.dataset_size")
