@@ -363,6 +363,55 @@ def _terminated(signum, frame):
     raise KeyboardInterrupt
 
 
+INTERRUPTED = "mbml: interrupted; run the same command again to continue from the last checkpoint"
+INTERRUPT_GRACE = 5.0
+"""Seconds the main thread gets to stop cleanly after Ctrl-C or SIGTERM before `_watch_interrupts` ends
+the process."""
+
+
+def _watch_interrupts(said) -> tuple[int, int]:
+    """A Python signal handler runs only when the main thread is back in the interpreter; while it
+    waits on one jitted chunk (minutes of XLA work for a distillation chunk on 2 cores) Ctrl-C and
+    `kill` did nothing until the chunk ended. The signal also wakes this thread (`set_wakeup_fd` is
+    written at C level, at once); if the process has not ended `INTERRUPT_GRACE` s later, it saves
+    the running stages' times, kills seed worker processes and ends the process. That is as safe as
+    SIGKILL, which resume is built for: every output and checkpoint is written atomically.
+    Only a real signal wakes it (a KeyboardInterrupt raised in code does not). Returns (previous
+    wakeup fd, this one's write end) for `_unwatch`."""
+    import threading
+
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    previous = signal.set_wakeup_fd(w)
+
+    def watch():
+        with os.fdopen(r, "rb", buffering=0) as f:
+            while True:
+                got = f.read(64)
+                if not got:  # `_unwatch` closed the write end: main() is over
+                    return
+                if signal.SIGINT in got or signal.SIGTERM in got:
+                    break
+        time.sleep(INTERRUPT_GRACE)
+        import multiprocessing
+
+        if "mbml.pipeline" in sys.modules:  # not imported (and no stage running) for `mbml status`
+            sys.modules["mbml.pipeline"].save_running_stages()
+        for child in multiprocessing.active_children():
+            child.kill()
+        if not said.is_set():
+            print(INTERRUPTED, file=sys.stderr, flush=True)
+        os._exit(130)
+
+    threading.Thread(target=watch, daemon=True, name="mbml-interrupts").start()
+    return previous, w
+
+
+def _unwatch(previous: int, w: int) -> None:
+    signal.set_wakeup_fd(previous)
+    os.close(w)
+
+
 def main(argv: list[str] | None = None) -> None:
     import tyro
 
@@ -371,7 +420,11 @@ def main(argv: list[str] | None = None) -> None:
     cmd = tyro.extras.subcommand_cli_from_dict(
         commands, args=argv, prog="mbml",
         description="mbml: multi-task batch RL with metric learning (Li et al., NeurIPS 2020).")
+    import threading
+
     previous = signal.signal(signal.SIGTERM, _terminated)  # `kill PID` stops like Ctrl-C: times kept
+    said = threading.Event()
+    watching = _watch_interrupts(said)
     try:
         _execute(cmd)
     except MbmlError as e:
@@ -381,10 +434,12 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     except KeyboardInterrupt:
-        print("mbml: interrupted; run the same command again to continue from the last checkpoint", file=sys.stderr)
-        sys.exit(130)
+        said.set()
+        print(INTERRUPTED, file=sys.stderr, flush=True)
+        sys.exit(130)  # at exit JAX may still wait for work in flight: the watcher ends that
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _unwatch(*watching)  # a watcher already woken by a signal goes on: it ends a process stuck at exit
 
 
 if __name__ == "__main__":

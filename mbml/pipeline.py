@@ -49,6 +49,20 @@ from mbml.train_loop import progress_file, remove_checkpoint
 from mbml.transitions import device_data
 
 
+_RUNNING: set[Callable[[], None]] = set()
+"""The heartbeat writers of the stages running in this process (`Run.timed`)."""
+
+
+def save_running_stages() -> None:
+    """Write every running stage's time so far now (the CLI's interrupt watcher, before it ends the
+    process while the main thread is stuck in a long jitted chunk)."""
+    for save in list(_RUNNING):
+        try:
+            save()
+        except Exception:  # noqa: BLE001 (best effort on the way out; a heartbeat at most 30 s old is kept)
+            pass
+
+
 def versions() -> dict:
     import flax
     import optax
@@ -146,13 +160,16 @@ class Run:
         save()  # at once: `mbml status` reads a stage without a fresh heartbeat as stopped
         thread = threading.Thread(target=beat, daemon=True)
         thread.start()
+        _RUNNING.add(save)
         try:
             yield
         except BaseException:  # an error or an interrupt (Ctrl-C, SIGTERM): keep the time to the second
+            _RUNNING.discard(save)
             stop.set()
             thread.join()
             save()
             raise
+        _RUNNING.discard(save)
         stop.set()
         thread.join()
         path = self.seed_dir(seed) / "timings.json"

@@ -127,3 +127,48 @@ def test_sigterm_stops_like_ctrl_c_and_keeps_the_stage_time(tmp_path):
     kept = {p.name: json.loads(p.read_text())["seconds"] for p in (out / "seed_0" / "ckpt").glob("*.seconds.json")}
     assert kept and all(v > 0 for v in kept.values()), kept  # the stage it was in (teachers, or a later one)
     # a resumed attempt starts from this time: test_stage_time_counts_interrupted_attempts
+
+
+STUCK = """
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from mbml import cli
+from mbml.config import preset
+from mbml.pipeline import Run
+
+
+def stuck(cmd):  # a stage whose one jitted chunk would run for hours
+    run = Run.open(Path(sys.argv[1]), preset("point-nav", "smoke"))
+    with run.timed(0, "teachers"):
+        chunk = jax.jit(lambda x: jax.lax.fori_loop(0, 10**9, lambda i, x: jnp.tanh(x @ x), x))
+        y = chunk(jnp.ones((128, 128)) / 128)
+        print("started", flush=True)
+        float(y.sum())  # the main thread waits here, in XLA, out of Python's reach
+
+
+cli._execute = stuck
+cli.main(["status", sys.argv[1]])
+"""
+
+
+def test_sigterm_inside_a_long_jitted_chunk_ends_the_process(tmp_path):
+    """A Python signal handler cannot run while the main thread waits on XLA; the interrupt watcher
+    ends the process a few seconds after SIGTERM anyway, with the hint, exit 130 and the stage time."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", STUCK, str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "started", proc.stderr.read()
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)  # the chunk alone would take hours
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "run the same command again" in err.strip().splitlines()[-1]
+    kept = json.loads((out / "seed_0" / "ckpt" / "teachers.seconds.json").read_text())["seconds"]
+    assert kept >= 1.0  # written at the end, not only the heartbeat at the start (0 s)
