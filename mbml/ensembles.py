@@ -118,9 +118,10 @@ def _mean_std(target: Target, members, obs, act):
     return p.mean(1), std.reshape(std.shape[:2] + (-1,)).mean(-1)
 
 
-def ensemble_outputs(target: Target, members, ds: Dataset, keep_mean: bool = True):
+def ensemble_outputs(target: Target, members, ds: Dataset, keep_mean: bool = True, tick: Callable = lambda: None):
     """Every task i's ensemble on every task j's transitions: mean [K_i, K_j, N(, obs)] (None unless
-    `keep_mean`) and std [K_i, K_j, N], float32. Rows go in calls sized by ACTIVATION_BUDGET."""
+    `keep_mean`) and std [K_i, K_j, N], float32. Rows go in calls sized by ACTIVATION_BUDGET; `tick()`
+    after each task j."""
     k, n = ds.num_tasks, ds.num_transitions
     k_i, m = jax.tree.leaves(members)[0].shape[:2]
     rows = max(1, ACTIVATION_BUDGET // (k_i * m * max(target.hidden + (target.size,))))
@@ -134,30 +135,36 @@ def ensemble_outputs(target: Target, members, ds: Dataset, keep_mean: bool = Tru
             std[:, j, s:s + rows] = np.asarray(sd)
             if keep_mean:
                 mean[:, j, s:s + rows] = np.asarray(mu)
+        tick()
     return mean, std
 
 
 def relabel(cfg: EnsembleConfig, members, ds: Dataset, true_reward: Callable | None = None,
-            next_members=None, held: np.ndarray | None = None):
+            next_members=None, held: np.ndarray | None = None, progress: Callable | None = None):
     """Ensemble mean and std of every task's reward model on every task's transitions.
 
     Returns dict with `mean`, `std` [K_i, K_j, N] (float32), the per-task `threshold` [K_i], `accept`
     [K_i, K_j, N] (bool; False on the diagonal) and, if the true reward is known, `true` [K_i, K_j, N].
     With next-state ensembles (`next_members`, trained without the `held` transitions) `accept` is
-    the combined filter and the entries of `relabel_next_states` are added.
+    the combined filter and the entries of `relabel_next_states` are added. `progress(done, total)`
+    is called after each pass over one task's transitions.
     """
-    mean, std = ensemble_outputs(reward_target(cfg), members, ds)
+    total = ds.num_tasks * (1 + (next_members is not None) + (true_reward is not None))
+    passes = iter(range(1, total + 1))
+    tick = (lambda: progress(next(passes), total)) if progress else (lambda: None)  # noqa: E731
+    mean, std = ensemble_outputs(reward_target(cfg), members, ds, tick=tick)
     threshold = thresholds(cfg, std)
     out = {"mean": mean, "std": std, "threshold": threshold, "accept": accept_mask(std, threshold)}
     if next_members is not None:
-        out.update(relabel_next_states(cfg, next_members, ds, held))
+        out.update(relabel_next_states(cfg, next_members, ds, held, tick))
         out["accept"] &= accept_mask(out["next_std"], out["next_threshold"])
     if true_reward is not None:
-        out["true"] = true_rewards(ds, true_reward)
+        out["true"] = true_rewards(ds, true_reward, tick)
     return out
 
 
-def relabel_next_states(cfg: EnsembleConfig, members, ds: Dataset, held: np.ndarray | None = None) -> dict:
+def relabel_next_states(cfg: EnsembleConfig, members, ds: Dataset, held: np.ndarray | None = None,
+                        tick: Callable = lambda: None) -> dict:
     """The next-state half of the relabelling: `next_std` [K_i, K_j, N], `next_threshold` [K_i], the
     mean predicted next states `next_obs` [K_i, K_j, N, obs] if they fit `cfg.next_state_store_mb`
     (else distillation recomputes them: `next_state_relabeller`), and per task the held-out mean
@@ -166,7 +173,7 @@ def relabel_next_states(cfg: EnsembleConfig, members, ds: Dataset, held: np.ndar
     k, n, obs_dim = ds.observations.shape
     target = next_state_target(cfg, obs_dim)
     store = k * k * n * obs_dim * 4 <= cfg.next_state_store_mb * 2 ** 20
-    mean, std = ensemble_outputs(target, members, ds, keep_mean=store)
+    mean, std = ensemble_outputs(target, members, ds, keep_mean=store, tick=tick)
     out = {"next_std": std, "next_threshold": thresholds(cfg, std, cfg.next_state_std_threshold)}
     if store:
         out["next_obs"] = mean
@@ -222,8 +229,8 @@ def accept_mask(std: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     return accept
 
 
-def true_rewards(ds: Dataset, true_reward: Callable) -> np.ndarray:
-    """True reward of task i on every transition of task j: [K_i, K_j, N]."""
+def true_rewards(ds: Dataset, true_reward: Callable, tick: Callable = lambda: None) -> np.ndarray:
+    """True reward of task i on every transition of task j: [K_i, K_j, N] (`tick()` after each j)."""
     k = ds.num_tasks
     out = np.zeros((k, k, ds.num_transitions), np.float32)
     for j in range(k):
@@ -231,6 +238,7 @@ def true_rewards(ds: Dataset, true_reward: Callable) -> np.ndarray:
         obs, act, nxt = np.asarray(ds.observations[j]), np.asarray(ds.actions[j]), ds.next_obs(j)
         for i in range(k):
             out[i, j] = true_reward(ds.tasks[i], obs, act, nxt, extras)
+        tick()
     return out
 
 

@@ -91,8 +91,8 @@ class Run:
     cfg: RunConfig
     family: Family
     progress: Progress | None = None
-    live: tuple[int, int] | None = field(default=None, repr=False)
-    """(done, total) last reported by this process's stage in progress, for its heartbeat."""
+    live: tuple[str, int, int] | None = field(default=None, repr=False)
+    """(part, done, total) last reported by this process's stage in progress, for its heartbeat."""
 
     @staticmethod
     def open(out: Path, cfg: RunConfig | None = None, progress: Progress | None = None) -> "Run":
@@ -126,8 +126,10 @@ class Run:
 
     def bar(self, label: str):
         """The progress callback of a stage: shown by `progress` (if any) and kept for the heartbeat."""
+        part = label.split(" ", 2)[-1] if label.startswith("seed ") else label  # "seed 0 next-state ensembles"
+
         def report(done: int, total: int):
-            self.live = (int(done), int(total))
+            self.live = (part, int(done), int(total))
             if self.progress is not None:
                 self.progress(label, done, total)
         return report
@@ -151,7 +153,7 @@ class Run:
             sidecar.parent.mkdir(parents=True, exist_ok=True)
             live = self.live
             io.write_json(sidecar, {"seconds": before + time.perf_counter() - t0,
-                                    **({"done": live[0], "total": live[1]} if live else {})})
+                                    **({"part": live[0], "done": live[1], "total": live[2]} if live else {})})
 
         def beat():
             while not stop.wait(self.HEARTBEAT):
@@ -273,10 +275,11 @@ class Run:
         with self.timed(seed, "ensembles"):
             data = device_data(ds)
             members = train_ensembles(ens, reward_target(ens), data, self.key(seed, "ensembles"), self.cfg.lift,
-                                      ckpt=d / "ckpt" / "ensembles.msgpack", progress=self.bar(f"seed {seed} ensembles"))
+                                      ckpt=d / "ckpt" / "ensembles.msgpack", progress=self.bar(f"seed {seed} reward ensembles"))
             io.save_pytree(d / "ensembles.msgpack", jax.device_get(members))
             next_members, held = self.next_state_ensembles(seed, ds, data) if ens.next_state else (None, None)
-            lab = relabel(ens, members, ds, self.family.true_reward, next_members, held)
+            lab = relabel(ens, members, ds, self.family.true_reward, next_members, held,
+                          progress=self.bar(f"seed {seed} relabelling"))
             buf = d / "relabel.npz.tmp"
             with open(buf, "wb") as f:
                 np.savez(f, **lab)

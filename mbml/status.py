@@ -18,7 +18,8 @@ from mbml.steps import HEARTBEAT, seed_steps
 
 
 def run_status(out: Path, now: float | None = None) -> list[dict]:
-    """One row per (seed, stage): {"seed", "stage", "state", "done", "total", "seconds"}."""
+    """One row per (seed, stage): {"seed", "stage", "state", "done", "total", "seconds", "part"}
+    ("part": what a running stage is doing, e.g. "next-state ensembles", when its heartbeat says)."""
     out = Path(out)
     if not (out / "config.json").exists():
         raise MbmlError(f"{out} is not a run folder (no config.json)")
@@ -32,7 +33,7 @@ def run_status(out: Path, now: float | None = None) -> list[dict]:
         for step in seed_steps(methods):
             stage, marker, ckpt = step.name, step.marker, step.ckpt
             row = {"seed": seed, "stage": stage, "state": "pending", "done": None, "total": None,
-                   "seconds": timings.get(stage)}
+                   "seconds": timings.get(stage), "part": None}
             progress = d / "ckpt" / f"{ckpt}.progress.json"
             beat = d / "ckpt" / f"{stage}.seconds.json"
             try:
@@ -52,7 +53,7 @@ def run_status(out: Path, now: float | None = None) -> list[dict]:
             if b is not None:
                 row["seconds"] = b["seconds"]
                 if row["state"] == "running" and "done" in b:  # steps so far, not only to the last checkpoint
-                    row.update(done=b["done"], total=b["total"])
+                    row.update(done=b["done"], total=b["total"], part=b.get("part"))
             rows.append(row)
     return rows
 
@@ -79,5 +80,7 @@ def status_lines(out: Path, now: float | None = None) -> list[str]:
     lines = [f"{out}" + ("  (report written)" if (Path(out) / "results.json").exists() else "")]
     for r in rows:
         how = f"{r['done']}/{r['total']}" if r["done"] is not None else ""
-        lines.append(f"  seed {r['seed']}  {r['stage']:<22} {r['state']:<8} {how:>15} {hms(r['seconds']):>8}")
+        part = r["part"] if r["part"] and r["part"] not in r["stage"].replace("_", " ") else ""
+        lines.append(f"  seed {r['seed']}  {r['stage']:<22} {r['state']:<8} {how:>15} {hms(r['seconds']):>8}"
+                     + (f"  ({part})" if part else ""))
     return lines

@@ -308,6 +308,14 @@ def test_status_reports_each_stage(tmp_path, capsys):
         time.sleep(0.3)
         row = {r["stage"]: r for r in run_status(out)}["evaluate_neither"]
         assert (row["state"], row["done"], row["total"]) == ("running", 7, 10)
+        run.bar("seed 0 relabelling")(3, 60)  # a stage in parts (the ensembles stage) names the part
+        time.sleep(0.3)
+        row = {r["stage"]: r for r in run_status(out)}["evaluate_neither"]
+        assert (row["part"], row["done"], row["total"]) == ("relabelling", 3, 60)
+        capsys.readouterr()
+        cli.main(["status", str(out)])
+        line = next(x for x in capsys.readouterr().out.splitlines() if "evaluate_neither" in x)
+        assert "3/60" in line and line.endswith("(relabelling)"), line
     (d / "ckpt" / "teachers.seconds.json").write_text(json.dumps({"seconds": 61.0}))
     os.utime(d / "ckpt" / "teachers.seconds.json", (beat, beat))
     capsys.readouterr()

@@ -81,6 +81,13 @@ def test_combined_filter_needs_both_stds_under_their_thresholds(hand):
     assert stats["next_state_stored"] == 1.0
 
 
+def test_relabelling_reports_one_step_per_pass_over_a_task(hand):
+    seen = []
+    E.relabel(CFG, REWARD, hand, true_reward=lambda task, obs, act, nxt, extras: obs[:, 0],
+              next_members=NEXT, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(d, 6) for d in range(1, 7)]  # 2 tasks x (reward, next state, true reward)
+
+
 def test_without_next_state_ensembles_the_reward_filter_alone(hand):
     lab = E.relabel(CFG, REWARD, hand)
     np.testing.assert_array_equal(lab["accept"][0, 1], [True, True, False])
