@@ -229,6 +229,9 @@ def _worker(out: Path, seed: int, methods, stages, force: bool, queue) -> None:
                                " --xla_cpu_multi_thread_eigen=false")
     from mbml.pipeline import Run
 
+    signal.signal(signal.SIGTERM, _terminated)  # the parent's `_end_children`: stop like Ctrl-C, times kept
+    _Watcher()  # and end within the grace period even inside a long jitted chunk
+
     run = Run.open(out, None, lambda label, done, total: queue.put((label, done, total)))
     _seed_stages(run, seed, methods, stages, force)
 
@@ -236,25 +239,35 @@ def _worker(out: Path, seed: int, methods, stages, force: bool, queue) -> None:
 def _fan_out(out: Path, seeds, methods, stages, force: bool, workers: int, bars) -> None:
     import concurrent.futures as cf
     import multiprocessing as mp
-    import queue as q
 
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager, cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         events = manager.Queue()
         futures = [pool.submit(_worker, out, s, tuple(methods), tuple(stages), force, events) for s in seeds]
-        pending = set(futures)
-        while pending:
-            done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_EXCEPTION)
-            while True:
-                try:
-                    bars(*events.get_nowait())
-                except q.Empty:
-                    break
-            for f in done:
-                if f.exception() is not None:
-                    for p in pending:
-                        p.cancel()
-                    raise f.exception()
+        try:
+            _wait_for_seeds(set(futures), events, bars)
+        except KeyboardInterrupt:  # stop the seeds now (they keep their times), not at the pool's exit
+            _end_children()
+            raise
+
+
+def _wait_for_seeds(pending, events, bars) -> None:
+    """Show the workers' progress until every seed is done; the first error cancels the rest."""
+    import concurrent.futures as cf
+    import queue as q
+
+    while pending:
+        done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_EXCEPTION)
+        while True:
+            try:
+                bars(*events.get_nowait())
+            except q.Empty:
+                break
+        for f in done:
+            if f.exception() is not None:
+                for p in pending:
+                    p.cancel()
+                raise f.exception()
 
 
 def default_workers(seeds) -> int:
@@ -365,51 +378,77 @@ def _terminated(signum, frame):
 
 INTERRUPTED = "mbml: interrupted; run the same command again to continue from the last checkpoint"
 INTERRUPT_GRACE = 5.0
-"""Seconds the main thread gets to stop cleanly after Ctrl-C or SIGTERM before `_watch_interrupts` ends
-the process."""
+"""Seconds the main thread gets to stop cleanly after Ctrl-C or SIGTERM before `_Watcher` ends the process."""
 
 
-def _watch_interrupts(said) -> tuple[int, int]:
+class _Watcher:
     """A Python signal handler runs only when the main thread is back in the interpreter; while it
     waits on one jitted chunk (minutes of XLA work for a distillation chunk on 2 cores) Ctrl-C and
-    `kill` did nothing until the chunk ended. The signal also wakes this thread (`set_wakeup_fd` is
-    written at C level, at once); if the process has not ended `INTERRUPT_GRACE` s later, it saves
-    the running stages' times, kills seed worker processes and ends the process. That is as safe as
-    SIGKILL, which resume is built for: every output and checkpoint is written atomically.
-    Only a real signal wakes it (a KeyboardInterrupt raised in code does not). Returns (previous
-    wakeup fd, this one's write end) for `_unwatch`."""
-    import threading
+    `kill` did nothing until the chunk ended. The signal also wakes this watcher's thread
+    (`set_wakeup_fd` is written at C level, at once). If `INTERRUPT_GRACE` s later `main` is still
+    running, the thread saves the running stages' times, stops seed worker processes (SIGTERM, then
+    SIGKILL after another grace period) and ends the process. That is as safe as SIGKILL, which
+    resume is built for: every output and checkpoint is written atomically. Only a real signal wakes
+    it, and it does nothing once `main` has returned (`entry` ends an interrupted command at once)."""
 
-    r, w = os.pipe()
-    os.set_blocking(w, False)
-    previous = signal.set_wakeup_fd(w)
+    def __init__(self):
+        import threading
 
-    def watch():
+        self.said = threading.Event()  # main printed the hint
+        self.over = threading.Event()  # main returned
+        r, self._w = os.pipe()
+        os.set_blocking(self._w, False)
+        self._previous = signal.set_wakeup_fd(self._w)
+        threading.Thread(target=self._watch, args=(r,), daemon=True, name="mbml-interrupts").start()
+
+    def close(self) -> None:
+        """`main` is over: restore the previous wakeup fd; an idle watcher's thread ends."""
+        self.over.set()
+        signal.set_wakeup_fd(self._previous)
+        os.close(self._w)
+
+    def _watch(self, r: int) -> None:
         with os.fdopen(r, "rb", buffering=0) as f:
             while True:
                 got = f.read(64)
-                if not got:  # `_unwatch` closed the write end: main() is over
+                if not got:  # closed: main is over without a signal
                     return
                 if signal.SIGINT in got or signal.SIGTERM in got:
                     break
         time.sleep(INTERRUPT_GRACE)
-        import multiprocessing
-
-        if "mbml.pipeline" in sys.modules:  # not imported (and no stage running) for `mbml status`
-            sys.modules["mbml.pipeline"].save_running_stages()
-        for child in multiprocessing.active_children():
-            child.kill()
-        if not said.is_set():
-            print(INTERRUPTED, file=sys.stderr, flush=True)
-        os._exit(130)
-
-    threading.Thread(target=watch, daemon=True, name="mbml-interrupts").start()
-    return previous, w
+        if self.over.is_set():
+            return  # main handled the interrupt (or returned to a caller that goes on)
+        try:
+            _end_children()
+            if "mbml.pipeline" in sys.modules:  # not imported (and no stage running) for `mbml status`
+                sys.modules["mbml.pipeline"].save_running_stages()
+            if not self.said.is_set():
+                _say(INTERRUPTED)
+        finally:
+            os._exit(130)
 
 
-def _unwatch(previous: int, w: int) -> None:
-    signal.set_wakeup_fd(previous)
-    os.close(w)
+def _say(line: str) -> None:
+    """A line on stderr, if it can still be written (`mbml run | tee log`, then Ctrl-C: tee is gone)."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _end_children() -> None:
+    """SIGTERM to this process's children (seed workers save their stage times), SIGKILL to those
+    still there after `INTERRUPT_GRACE` s."""
+    import multiprocessing
+
+    children = multiprocessing.active_children()
+    for c in children:
+        c.terminate()
+    deadline = time.monotonic() + INTERRUPT_GRACE
+    for c in children:
+        c.join(max(0.0, deadline - time.monotonic()))
+        if c.is_alive():
+            c.kill()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -420,12 +459,11 @@ def main(argv: list[str] | None = None) -> None:
     cmd = tyro.extras.subcommand_cli_from_dict(
         commands, args=argv, prog="mbml",
         description="mbml: multi-task batch RL with metric learning (Li et al., NeurIPS 2020).")
-    import threading
-
-    previous = signal.signal(signal.SIGTERM, _terminated)  # `kill PID` stops like Ctrl-C: times kept
-    said = threading.Event()
-    watching = _watch_interrupts(said)
+    previous = signal.getsignal(signal.SIGTERM)
+    watcher = None
     try:
+        signal.signal(signal.SIGTERM, _terminated)  # `kill PID` stops like Ctrl-C: times kept
+        watcher = _Watcher()
         _execute(cmd)
     except MbmlError as e:
         print(f"mbml: error: {e}", file=sys.stderr)
@@ -434,13 +472,32 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     except KeyboardInterrupt:
-        said.set()
-        print(INTERRUPTED, file=sys.stderr, flush=True)
-        sys.exit(130)  # at exit JAX may still wait for work in flight: the watcher ends that
+        if watcher is not None:
+            watcher.said.set()
+        _say(INTERRUPTED)
+        sys.exit(130)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        _unwatch(*watching)  # a watcher already woken by a signal goes on: it ends a process stuck at exit
+        if watcher is not None:
+            watcher.close()  # one already woken by a signal goes on: it ends a process stuck at exit
+
+
+def entry(argv: list[str] | None = None) -> None:
+    """The `mbml` command: `main`, and an interrupted command ends at once, skipping the interpreter's
+    normal exit, at which JAX would wait for the jitted chunk still in flight (minutes; the stage
+    times are saved and every output is written atomically, so nothing is lost but the wait)."""
+    try:
+        main(argv)
+    except SystemExit as e:
+        if e.code == 130:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(130)
+        raise
 
 
 if __name__ == "__main__":
-    main()
+    entry()

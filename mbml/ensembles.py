@@ -152,6 +152,8 @@ def relabel(cfg: EnsembleConfig, members, ds: Dataset, true_reward: Callable | N
     total = ds.num_tasks * (1 + (next_members is not None) + (true_reward is not None))
     passes = iter(range(1, total + 1))
     tick = (lambda: progress(next(passes), total)) if progress else (lambda: None)  # noqa: E731
+    if progress:
+        progress(0, total)
     mean, std = ensemble_outputs(reward_target(cfg), members, ds, tick=tick)
     threshold = thresholds(cfg, std)
     out = {"mean": mean, "std": std, "threshold": threshold, "accept": accept_mask(std, threshold)}

@@ -148,12 +148,16 @@ class Run:
         t0 = time.perf_counter()
         stop = threading.Event()
         self.live = None
+        lock, closed = threading.Lock(), threading.Event()  # closed: the stage's time is final
 
         def save():
-            sidecar.parent.mkdir(parents=True, exist_ok=True)
-            live = self.live
-            io.write_json(sidecar, {"seconds": before + time.perf_counter() - t0,
-                                    **({"part": live[0], "done": live[1], "total": live[2]} if live else {})})
+            with lock:
+                if closed.is_set():  # the interrupt watcher, racing the stage's end: write nothing
+                    return
+                sidecar.parent.mkdir(parents=True, exist_ok=True)
+                live = self.live
+                io.write_json(sidecar, {"seconds": before + time.perf_counter() - t0,
+                                        **({"part": live[0], "done": live[1], "total": live[2]} if live else {})})
 
         def beat():
             while not stop.wait(self.HEARTBEAT):
@@ -170,10 +174,13 @@ class Run:
             stop.set()
             thread.join()
             save()
+            closed.set()
             raise
         _RUNNING.discard(save)
         stop.set()
         thread.join()
+        with lock:
+            closed.set()
         path = self.seed_dir(seed) / "timings.json"
         timings = io.read_json(path) if path.exists() else {}
         timings[stage] = timings.get(stage, 0.0) + before + time.perf_counter() - t0

@@ -80,7 +80,7 @@ def status_lines(out: Path, now: float | None = None) -> list[str]:
     lines = [f"{out}" + ("  (report written)" if (Path(out) / "results.json").exists() else "")]
     for r in rows:
         how = f"{r['done']}/{r['total']}" if r["done"] is not None else ""
-        part = r["part"] if r["part"] and r["part"] not in r["stage"].replace("_", " ") else ""
+        part = r["part"] if r["part"] and r["part"].replace("_", " ") not in r["stage"].replace("_", " ") else ""
         lines.append(f"  seed {r['seed']}  {r['stage']:<22} {r['state']:<8} {how:>15} {hms(r['seconds']):>8}"
                      + (f"  ({part})" if part else ""))
     return lines

@@ -316,6 +316,11 @@ def test_status_reports_each_stage(tmp_path, capsys):
         cli.main(["status", str(out)])
         line = next(x for x in capsys.readouterr().out.splitlines() if "evaluate_neither" in x)
         assert "3/60" in line and line.endswith("(relabelling)"), line
+        run.bar("seed 0 evaluate_neither")(4, 60)  # a part that only repeats the stage's name: not shown
+        time.sleep(0.3)
+        cli.main(["status", str(out)])
+        line = next(x for x in capsys.readouterr().out.splitlines() if "evaluate_neither" in x)
+        assert "4/60" in line and "(" not in line, line
     (d / "ckpt" / "teachers.seconds.json").write_text(json.dumps({"seconds": 61.0}))
     os.utime(d / "ckpt" / "teachers.seconds.json", (beat, beat))
     capsys.readouterr()

@@ -151,7 +151,7 @@ def stuck(cmd):  # a stage whose one jitted chunk would run for hours
 
 
 cli._execute = stuck
-cli.main(["status", sys.argv[1]])
+cli.entry(["status", sys.argv[1]])
 """
 
 
@@ -172,3 +172,62 @@ def test_sigterm_inside_a_long_jitted_chunk_ends_the_process(tmp_path):
     assert "Traceback" not in err and "run the same command again" in err.strip().splitlines()[-1]
     kept = json.loads((out / "seed_0" / "ckpt" / "teachers.seconds.json").read_text())["seconds"]
     assert kept >= 1.0  # written at the end, not only the heartbeat at the start (0 s)
+
+
+AFTER_MAIN = """
+import atexit
+import os
+import signal
+import sys
+import time
+
+from mbml import cli
+
+
+def interrupted(cmd):
+    os.kill(os.getpid(), signal.SIGTERM)  # a real signal: it wakes the watcher too
+    time.sleep(5)
+
+
+cli._execute = interrupted
+if sys.argv[1] == "hang-at-exit":  # as JAX waiting for work in flight at exit
+    atexit.register(time.sleep, 600)
+if sys.argv[1] == "hang-at-exit":  # the `mbml` command
+    cli.entry(["status", "x"])
+try:
+    cli.main(["status", "x"])
+except SystemExit as e:
+    print("main exited", e.code, flush=True)
+if sys.argv[1] == "caller-goes-on":
+    time.sleep(cli.INTERRUPT_GRACE + 3)
+    print("caller still alive", flush=True)
+"""
+
+
+def test_an_interrupted_command_skips_a_stuck_exit_and_a_caller_of_main_goes_on():
+    """`mbml` (cli.entry) ends an interrupted command at once, without the interpreter's exit (where
+    JAX would wait for a chunk in flight; here an atexit handler sleeping 600 s); a program that calls
+    cli.main and goes on after its SystemExit is not ended by the interrupt watcher."""
+    stuck = subprocess.run([sys.executable, "-c", AFTER_MAIN, "hang-at-exit"], capture_output=True,
+                           text=True, timeout=120)
+    assert stuck.returncode == 130, stuck.stderr
+    assert stuck.stderr.count("run the same command again") == 1, stuck.stderr
+    caller = subprocess.run([sys.executable, "-c", AFTER_MAIN, "caller-goes-on"], capture_output=True,
+                            text=True, timeout=120)
+    assert caller.returncode == 0, caller.stderr
+    assert caller.stdout.split("\n")[:2] == ["main exited 130", "caller still alive"]
+
+
+def test_the_watcher_ends_the_process_when_stderr_is_gone(tmp_path):
+    """`mbml run ... | tee log`, then Ctrl-C: tee is gone, the hint cannot be printed; still exit."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", STUCK, str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        proc.stderr.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        proc.kill()
+    assert (out / "seed_0" / "ckpt" / "teachers.seconds.json").exists()

@@ -85,7 +85,7 @@ def test_relabelling_reports_one_step_per_pass_over_a_task(hand):
     seen = []
     E.relabel(CFG, REWARD, hand, true_reward=lambda task, obs, act, nxt, extras: obs[:, 0],
               next_members=NEXT, progress=lambda done, total: seen.append((done, total)))
-    assert seen == [(d, 6) for d in range(1, 7)]  # 2 tasks x (reward, next state, true reward)
+    assert seen == [(d, 6) for d in range(7)]  # 2 tasks x (reward, next state, true reward)
 
 
 def test_without_next_state_ensembles_the_reward_filter_alone(hand):
