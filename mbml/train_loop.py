@@ -7,7 +7,8 @@ from typing import Any, Callable
 
 import jax
 
-from mbml.io import load_pytree, save_pytree, write_json
+from mbml.errors import MbmlError
+from mbml.io import load_pytree, read_json, save_pytree, write_json
 
 
 def run_chunks(carry: Any, total: int, chunk: int, advance: Callable[[Any, int, int], Any],
@@ -24,7 +25,7 @@ def run_chunks(carry: Any, total: int, chunk: int, advance: Callable[[Any, int, 
         state = load_pytree(ckpt, {"carry": carry, "done": 0})
         carry, done = state["carry"], int(state["done"])
     if progress:
-        progress(done, total)
+        progress(_resumes_at(ckpt, done), total)
     while done < total:
         n = min(chunk, total - done)
         carry = advance(carry, done, n)
@@ -37,6 +38,17 @@ def run_chunks(carry: Any, total: int, chunk: int, advance: Callable[[Any, int, 
         if progress:
             progress(done, total)
     return carry
+
+
+def _resumes_at(ckpt: Path | None, done: int) -> int:
+    """Where a stage continues: its progress file may be ahead of the checkpoint (a host collection's
+    mid-chunk snapshot), and the first progress report should say so (bars' rates and times left)."""
+    if ckpt is None:
+        return done
+    try:
+        return max(done, int(read_json(progress_file(ckpt))["done"]))
+    except (MbmlError, KeyError, TypeError, ValueError):
+        return done
 
 
 def progress_file(ckpt: Path) -> Path:

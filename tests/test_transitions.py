@@ -210,8 +210,11 @@ def test_host_collection_stopped_inside_a_chunk_continues_from_its_snapshot(tmp_
     stepped = []
     step = hostenv.TaskEnvs.step
     monkeypatch.setattr(hostenv.TaskEnvs, "step", lambda self, *a: stepped.append(1) or step(self, *a))
-    resumed = hostenv.collect_host(fam, cfg, jax.random.PRNGKey(0), chunk=80, ckpt=ckpt)
+    seen = []
+    resumed = hostenv.collect_host(fam, cfg, jax.random.PRNGKey(0), chunk=80, ckpt=ckpt,
+                                   progress=lambda d, n: seen.append(d))
     assert len(stepped) == 1 + 100 - 40  # the shape probe, then steps 40..99
+    assert seen[0] == 40  # the first report is where it resumes (bars' rates do not count a jump)
     for f in ("observations", "actions", "rewards", "final_observations", "terminals", "timeouts"):
         assert getattr(resumed, f).tobytes() == getattr(whole, f).tobytes(), f
     assert not ckpt.with_suffix(".mid.pkl").exists()
