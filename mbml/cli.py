@@ -352,22 +352,18 @@ def _execute(cmd) -> None:
         cfg = None
         recorded = io.read_json(cmd.out / "run.json") if (cmd.out / "run.json").exists() else {}
         if saved.exists():
-            cfg = io.read_json(saved)
+            cfg = C.from_dict(io.read_json(saved))  # the folder's own config, not today's preset
             for name, given in (("family", cmd.family), ("preset", cmd.preset)):
-                if given is not None and given != cfg[name]:
-                    raise MbmlError(f"{cmd.out} holds a {cfg[name]!r} run, not {given!r} ({name}); use another --out")
-            family, preset, lift = cfg["family"], cfg["preset"], cfg.get("lift", "vmap")
-            overrides = tuple(cfg.get("overrides", ()))
-            cfg = C.from_dict(cfg)  # the folder's own config, not today's preset
+                if given is not None and given != getattr(cfg, name):
+                    raise MbmlError(f"{cmd.out} holds a {getattr(cfg, name)!r} run, not {given!r} ({name}); "
+                                    "use another --out")
         elif cmd.family is None or cmd.preset is None:
             raise MbmlError(f"{cmd.out} is not a run folder (no config.json); start one with `mbml run` "
                             "or give --family and --preset")
-        else:
-            family, preset, lift, overrides = cmd.family, cmd.preset, "vmap", ()
         seeds = cmd.seeds or tuple(recorded.get("seeds", [0]))
         methods = cmd.methods or tuple(recorded.get("methods", ["full", "neither"]))
-        res = run_pipeline(cmd.out, family, preset, seeds, methods, cmd.force, cmd.quiet, lift, stages=(cmd.stage,),
-                           workers=cmd.workers, overrides=overrides, cfg=cfg)
+        res = run_pipeline(cmd.out, cmd.family, cmd.preset, seeds, methods, cmd.force, cmd.quiet,
+                           stages=(cmd.stage,), workers=cmd.workers, cfg=cfg)  # cfg None: a new folder
         if res is not None:
             _summary(res, cmd.out)
 
