@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from mbml.errors import MbmlError
-from mbml.io import read_json, replace_dir, write_json
+from mbml.io import clear_stale_staging, read_json, replace_dir, staging_prefix, write_json
 
 FORMAT, VERSION = "mbml-dataset", 2
 READS = (1, 2)
@@ -268,7 +268,8 @@ def save(ds: Dataset, path: Path) -> None:
     validate(ds)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    clear_stale_staging(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=staging_prefix(path)))
     try:
         for name, arr in ds.arrays().items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)

@@ -10,7 +10,7 @@ import numpy as np
 
 from mbml.data import _CORE, Dataset, _assemble, _check_layout, _description, _first_mismatch, _not_following
 from mbml.errors import MbmlError
-from mbml.io import replace_dir, write_json
+from mbml.io import clear_stale_staging, replace_dir, staging_prefix, write_json
 
 __all__ = ["DatasetWriter"]
 
@@ -49,7 +49,8 @@ class DatasetWriter:
         self._filled, self._finals, self._pending = [0] * k, [0] * k, [None] * k
         self._result: Dataset | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}."))
+        clear_stale_staging(self.path)
+        self._tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=staging_prefix(self.path)))
         self._arrays: dict[str, np.ndarray] = {}
         try:
             for name, shape in shapes.items():

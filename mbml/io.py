@@ -6,9 +6,11 @@ process leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -18,11 +20,43 @@ import numpy as np
 from mbml.errors import MbmlError
 
 
+def staging_prefix(path: Path) -> str:
+    """The name start of a staging file or folder for `path`: `.NAME.HOST-PID.`, so that a later
+    writer can tell one left by a killed process (`clear_stale_staging`) from one still being written."""
+    return f".{Path(path).name}.{socket.gethostname()}-{os.getpid()}."
+
+
+def clear_stale_staging(path: Path) -> None:
+    """Remove staging files and folders beside `path` left by a process of this host that is gone
+    (killed mid-write). Those of live processes, of other hosts (a shared disk) and of no known
+    writer are kept."""
+    path = Path(path)
+    host = socket.gethostname()
+    for entry in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(host)}-*.*"):
+        pid = entry.name[len(path.name) + len(host) + 3:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """`write(f)` into a temporary file beside `path` (`.NAME.XXXX`), then rename it into place."""
+    """`write(f)` into a temporary file beside `path` (`.NAME.HOST-PID.XXXX`), then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    clear_stale_staging(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=staging_prefix(path))
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

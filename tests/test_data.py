@@ -89,6 +89,38 @@ def test_save_over_an_existing_dataset_replaces_it_and_leaves_no_temp(tmp_path, 
     assert [p.name for p in tmp_path.iterdir()] == ["data"]  # no .data.* temp or .old folder left
 
 
+def _dead_pid() -> int:
+    import subprocess, sys
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid  # reaped: no process has this pid (until the system reuses it)
+
+
+@pytest.mark.parametrize("writer", ["save", "writer", "atomic_write"])
+def test_a_writer_removes_staging_left_by_a_killed_process_only(tmp_path, make_dataset, writer):
+    """A kill mid-write leaves `.NAME.HOST-PID.XXXX` beside NAME; the next write of NAME removes it
+    when that process is gone, and keeps those of live processes, other hosts and unknown writers."""
+    import socket
+    path, host = tmp_path / "data", socket.gethostname()
+    stale = [tmp_path / f".data.{host}-{_dead_pid()}.abc", tmp_path / f".data.{host}-{_dead_pid()}.def"]
+    kept = [tmp_path / f".data.{host}-{os.getpid()}.live", tmp_path / ".data.otherhost-1.x",
+            tmp_path / ".data.legacy1", tmp_path / ".data.old", tmp_path / f".database.{host}-{_dead_pid()}.x"]
+    for i, entry in enumerate(stale + kept):
+        if i % 2:
+            (entry / "sub").mkdir(parents=True)
+            (entry / "sub" / "observations.npy").write_bytes(b"x")
+        else:
+            entry.write_bytes(b"x")
+    ds = make_dataset(k=2, n=16)
+    if writer == "save":
+        D.save(ds, path)
+    elif writer == "writer":
+        write_in_pieces(stacked(ds), path, 16, meta=ds.meta)
+    else:
+        io.atomic_write_bytes(path, b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["data"] + [p.name for p in kept])
+
+
 @pytest.mark.parametrize("n", [3, 4, 5, 8, 9])
 def test_head_cuts_every_task(make_dataset, n):
     """Task 0 ends episodes at 3 (terminal) and 7 (timeout), task 1 at 7: the cuts end before,
