@@ -19,6 +19,7 @@ chunks, so a killed run continues where it stopped.
 from __future__ import annotations
 
 import csv
+import hashlib
 import platform
 import resource
 import threading
@@ -416,7 +417,8 @@ class Run:
             return {k: float(v) for k, v in diag.items()}
 
         with self.timed(seed, f"evaluate_{method}"):
-            parts = Parts(self, seed, f"evaluate_{method}", 2 + diagnose, force)
+            parts = Parts(self, seed, f"evaluate_{method}", 2 + diagnose, force,
+                          made_from=[self.seed_dir(seed) / "students" / f"{method}.msgpack"])
             out = {split: parts(split, lambda i=i, t=tasks: protocol(i, t))
                    for i, (split, tasks) in enumerate((("train", self.family.train_tasks), ("test", self.family.test_tasks)))}
             if diagnose:
@@ -449,7 +451,7 @@ class Run:
             return {name: np.asarray(v).tolist() for name, v in refs.items()}
 
         with self.timed(seed, "references"):
-            parts = Parts(self, seed, "references", 3, force)
+            parts = Parts(self, seed, "references", 3, force, made_from=[self.seed_dir(seed) / "teachers.msgpack"])
             out = {"teachers": {"train": parts("teachers", own)}}
             for i, (split, t) in enumerate((("train", fam.train_tasks), ("test", fam.test_tasks))):
                 refs = parts(split, lambda k=jax.random.fold_in(key, i + 1), t=t: reference(k, t))
@@ -466,14 +468,18 @@ class Parts:
     result is kept in `ckpt/<name>.parts.json` as soon as it is done, so an interrupted stage redoes
     only the part it was in, and `ckpt/<name>.progress.json` tells `mbml status` how far it is. Each
     part draws its own PRNG key, so a resumed stage writes the same numbers as an uninterrupted one.
-    Results must be JSON (lists, floats)."""
+    Results must be JSON (lists, floats). The kept parts record a hash of the files they were computed
+    from (`made_from`: the student, the teachers); if those changed since (a student trained again),
+    the kept parts are dropped."""
 
-    def __init__(self, run: "Run", seed: int, name: str, total: int, force: bool):
+    def __init__(self, run: "Run", seed: int, name: str, total: int, force: bool, made_from: list[Path]):
         self.ckpt = run.seed_dir(seed) / "ckpt" / f"{name}.msgpack"  # never written; names the files below
         self.path = self.ckpt.with_suffix(".parts.json")
+        self.made_from = _files_hash(made_from)
         if force:
             self.clear()
-        self.done = io.read_json(self.path) if self.path.exists() else {}
+        kept = io.read_json(self.path) if self.path.exists() else {}
+        self.done = kept.get("parts", {}) if kept.get("made_from") == self.made_from else {}
         self.total = total
         self.report = run.bar(f"seed {seed} {name.replace('_', ' ')}")
         self.report(len(self.done), total)
@@ -482,7 +488,7 @@ class Parts:
         """`compute()`, or its kept result if this part finished in an earlier attempt."""
         if part not in self.done:
             self.done[part] = compute()
-            io.write_json(self.path, self.done)
+            io.write_json(self.path, {"made_from": self.made_from, "parts": self.done})
             io.write_json(progress_file(self.ckpt), {"done": len(self.done), "total": self.total})
             self.report(len(self.done), self.total)
         return self.done[part]
@@ -490,6 +496,15 @@ class Parts:
     def clear(self) -> None:
         """Remove the kept parts (after the stage's output is written, or to redo it)."""
         remove_checkpoint(self.ckpt)
+
+
+def _files_hash(paths: list[Path]) -> str:
+    """SHA-256 of the files' contents, in order (missing files hash as empty)."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(Path(path).read_bytes() if Path(path).exists() else b"")
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def peak_rss_mb() -> float:

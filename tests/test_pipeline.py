@@ -151,7 +151,7 @@ def test_interrupted_evaluation_keeps_its_finished_parts(smoke_run, tmp_path, mo
     with pytest.raises(Stop):
         Run.open(out, cfg).evaluate(0, "full")
     parts = json.loads((out / "seed_0" / "ckpt" / "evaluate_full.parts.json").read_text())
-    assert list(parts) == ["train"]
+    assert list(parts["parts"]) == ["train"]
     row = {r["stage"]: r for r in run_status(out, now=time.time() + 1000)}["evaluate_full"]  # heartbeat gone stale
     assert (row["state"], row["done"], row["total"]) == ("stopped", 1, 3)
 
@@ -178,6 +178,39 @@ def test_interrupted_evaluation_keeps_its_finished_parts(smoke_run, tmp_path, mo
     for f in ("eval/full.json", "eval/references.json"):
         assert (out / "seed_0" / f).read_bytes() == (done / "seed_0" / f).read_bytes()
     assert not list((out / "seed_0" / "ckpt").glob("*")), "finished evaluations leave no parts"
+
+
+def test_kept_evaluation_parts_of_another_student_are_dropped(smoke_run, tmp_path, monkeypatch):
+    """An evaluation stopped after its first part, then the student trained again (here: changed):
+    the next evaluation computes every part for the new student instead of mixing in the old one's."""
+    import shutil
+
+    import jax
+
+    done, _ = smoke_run
+    out = tmp_path / "run"
+    shutil.copytree(done, out)
+    (out / "seed_0" / "eval" / "full.json").unlink()
+    cfg = preset("point-nav", "smoke")
+    protocol, calls = Run.evaluate_student, []
+
+    def first_only(self, *args):
+        calls.append(1)
+        if len(calls) > 1:
+            raise Stop
+        return protocol(self, *args)
+
+    monkeypatch.setattr(Run, "evaluate_student", first_only)
+    with pytest.raises(Stop):
+        Run.open(out, cfg).evaluate(0, "full")
+    path = out / "seed_0" / "students" / "full.msgpack"
+    run = Run.open(out, cfg)
+    tree = io.load_pytree(path, {"params": run.student_template(), "qnorm": np.zeros(2, np.float32)})
+    io.save_pytree(path, jax.tree_util.tree_map(lambda x: np.asarray(x) * 0.5, tree))
+    calls.clear()
+    monkeypatch.setattr(Run, "evaluate_student", lambda self, *a: calls.append(1) or protocol(self, *a))
+    run.evaluate(0, "full")
+    assert calls == [1, 1]  # train and test, both for the changed student
 
 
 def _summary(res: dict) -> dict:
