@@ -123,6 +123,22 @@ def test_interrupted_distillation_resumes_to_the_same_student(smoke_run, tmp_pat
             == (done / "seed_0" / "students" / "full.msgpack").read_bytes())
 
 
+def _evaluate_first_part_only(out: Path, cfg, monkeypatch) -> None:
+    """Run seed 0's `full` evaluation and stop it when it starts its second part."""
+    protocol, calls = Run.evaluate_student, []
+
+    def first_only(self, *args):
+        calls.append(1)
+        if len(calls) > 1:
+            raise Stop
+        return protocol(self, *args)
+
+    monkeypatch.setattr(Run, "evaluate_student", first_only)
+    with pytest.raises(Stop):
+        Run.open(out, cfg).evaluate(0, "full")
+    monkeypatch.setattr(Run, "evaluate_student", protocol)
+
+
 def test_interrupted_evaluation_keeps_its_finished_parts(smoke_run, tmp_path, monkeypatch):
     """Stop the evaluation (and the references) after their first part: running again redoes only
     what was left and writes exactly the file an uninterrupted evaluation wrote."""
@@ -138,25 +154,14 @@ def test_interrupted_evaluation_keeps_its_finished_parts(smoke_run, tmp_path, mo
     for f in ("eval/full.json", "eval/references.json"):
         (out / "seed_0" / f).unlink()
     cfg = preset("point-nav", "smoke")
-    calls = []
     protocol, own = Run.evaluate_student, P.evaluate_own_tasks
-
-    def first_only(self, *args):
-        calls.append("protocol")
-        if len(calls) > 1:
-            raise Stop
-        return protocol(self, *args)
-
-    monkeypatch.setattr(Run, "evaluate_student", first_only)
-    with pytest.raises(Stop):
-        Run.open(out, cfg).evaluate(0, "full")
+    _evaluate_first_part_only(out, cfg, monkeypatch)
     parts = json.loads((out / "seed_0" / "ckpt" / "evaluate_full.parts.json").read_text())
     assert list(parts["parts"]) == ["train"]
     row = {r["stage"]: r for r in run_status(out, now=time.time() + 1000)}["evaluate_full"]  # heartbeat gone stale
     assert (row["state"], row["done"], row["total"]) == ("stopped", 1, 3)
 
-    monkeypatch.setattr(Run, "evaluate_student", protocol)
-    calls.clear()
+    calls = []
     monkeypatch.setattr(P, "evaluate_own_tasks", lambda *a: calls.append("own") or own(*a))
 
     def stop(*args):
@@ -193,21 +198,11 @@ def test_kept_evaluation_parts_of_another_student_are_dropped(smoke_run, tmp_pat
     (out / "seed_0" / "eval" / "full.json").unlink()
     cfg = preset("point-nav", "smoke")
     protocol, calls = Run.evaluate_student, []
-
-    def first_only(self, *args):
-        calls.append(1)
-        if len(calls) > 1:
-            raise Stop
-        return protocol(self, *args)
-
-    monkeypatch.setattr(Run, "evaluate_student", first_only)
-    with pytest.raises(Stop):
-        Run.open(out, cfg).evaluate(0, "full")
+    _evaluate_first_part_only(out, cfg, monkeypatch)
     path = out / "seed_0" / "students" / "full.msgpack"
     run = Run.open(out, cfg)
     tree = io.load_pytree(path, {"params": run.student_template(), "qnorm": np.zeros(2, np.float32)})
     io.save_pytree(path, jax.tree_util.tree_map(lambda x: np.asarray(x) * 0.5, tree))
-    calls.clear()
     monkeypatch.setattr(Run, "evaluate_student", lambda self, *a: calls.append(1) or protocol(self, *a))
     run.evaluate(0, "full")
     assert calls == [1, 1]  # train and test, both for the changed student
