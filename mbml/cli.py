@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,7 +231,7 @@ def _worker(out: Path, seed: int, methods, stages, force: bool, queue) -> None:
     from mbml.pipeline import Run
 
     signal.signal(signal.SIGTERM, _terminated)  # the parent's `_end_children`: stop like Ctrl-C, times kept
-    _Watcher()  # and end within the grace period even inside a long jitted chunk
+    _Watcher(hint=False)  # and end within the grace period even inside a long jitted chunk (the parent says why)
 
     run = Run.open(out, None, lambda label, done, total: queue.put((label, done, total)))
     _seed_stages(run, seed, methods, stages, force)
@@ -387,10 +388,10 @@ class _Watcher:
     resume is built for: every output and checkpoint is written atomically. Only a real signal wakes
     it, and it does nothing once `main` has returned (`entry` ends an interrupted command at once)."""
 
-    def __init__(self):
-        import threading
-
+    def __init__(self, hint: bool = True):
         self.said = threading.Event()  # main printed the hint
+        if not hint:
+            self.said.set()
         self.over = threading.Event()  # main returned
         r, self._w = os.pipe()
         os.set_blocking(self._w, False)
@@ -412,6 +413,8 @@ class _Watcher:
                 if signal.SIGINT in got or signal.SIGTERM in got:
                     break
         time.sleep(INTERRUPT_GRACE)
+        if _ENDING_CHILDREN.is_set():  # main is stopping the seed workers (up to a grace period of their own)
+            self.over.wait(INTERRUPT_GRACE + 5.0)
         if self.over.is_set():
             return  # main handled the interrupt (or returned to a caller that goes on)
         try:
@@ -420,6 +423,7 @@ class _Watcher:
                 sys.modules["mbml.pipeline"].save_running_stages()
             if not self.said.is_set():
                 _say(INTERRUPTED)
+            _release_shared_semaphores()
         finally:
             os._exit(130)
 
@@ -432,11 +436,15 @@ def _say(line: str) -> None:
         pass
 
 
+_ENDING_CHILDREN = threading.Event()
+
+
 def _end_children() -> None:
     """SIGTERM to this process's children (seed workers save their stage times), SIGKILL to those
     still there after `INTERRUPT_GRACE` s."""
     import multiprocessing
 
+    _ENDING_CHILDREN.set()
     children = multiprocessing.active_children()
     for c in children:
         c.terminate()
@@ -491,8 +499,20 @@ def entry(argv: list[str] | None = None) -> None:
                     stream.flush()
                 except (OSError, ValueError):
                     pass
+            _release_shared_semaphores()
             os._exit(130)
         raise
+
+
+def _release_shared_semaphores() -> None:
+    """Unlink the semaphores of a `--workers` run's process pool, as the interpreter's exit would:
+    skipped, multiprocessing's resource tracker unlinks them itself and prints a warning per leak
+    after the interrupt hint. (Only finalizers of multiprocessing objects run; nothing waits on JAX.)"""
+    if "multiprocessing.util" in sys.modules:
+        try:
+            sys.modules["multiprocessing.util"]._run_finalizers(0)
+        except Exception:  # best effort: the process is ending
+            pass
 
 
 if __name__ == "__main__":

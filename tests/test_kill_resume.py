@@ -231,3 +231,32 @@ def test_the_watcher_ends_the_process_when_stderr_is_gone(tmp_path):
     finally:
         proc.kill()
     assert (out / "seed_0" / "ckpt" / "teachers.seconds.json").exists()
+
+
+def test_sigterm_with_workers_stops_every_seed_process_and_keeps_their_times(tmp_path):
+    """`--workers 2`: SIGTERM to `mbml` while both seed processes train their teachers ends every
+    process (the seeds' and the pool's) with the hint and exit 130, and each seed keeps its stage time."""
+    import psutil
+
+    out = tmp_path / "run"
+    args = ["run", "--family", "point-nav", "--preset", "smoke", "--seeds", "0", "1", "--methods", "full",
+            "--workers", "2", "--set", "bcq.steps=1000000", "bcq.eval_every=1000000", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "mbml.cli", *args], env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for seed in (0, 1):
+            wait_for(out / f"seed_{seed}" / "data" / "meta.json", proc)  # then in one teachers chunk for hours
+        time.sleep(1.0)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 2, children  # the seed workers (and the progress queue's manager)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "run the same command again" in err.strip().splitlines()[-1], err
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+    for seed in (0, 1):
+        kept = json.loads((out / f"seed_{seed}" / "ckpt" / "teachers.seconds.json").read_text())["seconds"]
+        assert kept >= 1.0, (seed, kept)
