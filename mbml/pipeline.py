@@ -418,7 +418,7 @@ class Run:
 
         with self.timed(seed, f"evaluate_{method}"):
             parts = Parts(self, seed, f"evaluate_{method}", 2 + diagnose, force,
-                          made_from=[self.seed_dir(seed) / "students" / f"{method}.msgpack"])
+                          made_from=self.seed_dir(seed) / "students" / f"{method}.msgpack")
             out = {split: parts(split, lambda i=i, t=tasks: protocol(i, t))
                    for i, (split, tasks) in enumerate((("train", self.family.train_tasks), ("test", self.family.test_tasks)))}
             if diagnose:
@@ -451,7 +451,7 @@ class Run:
             return {name: np.asarray(v).tolist() for name, v in refs.items()}
 
         with self.timed(seed, "references"):
-            parts = Parts(self, seed, "references", 3, force, made_from=[self.seed_dir(seed) / "teachers.msgpack"])
+            parts = Parts(self, seed, "references", 3, force, made_from=self.seed_dir(seed) / "teachers.msgpack")
             out = {"teachers": {"train": parts("teachers", own)}}
             for i, (split, t) in enumerate((("train", fam.train_tasks), ("test", fam.test_tasks))):
                 refs = parts(split, lambda k=jax.random.fold_in(key, i + 1), t=t: reference(k, t))
@@ -468,14 +468,14 @@ class Parts:
     result is kept in `ckpt/<name>.parts.json` as soon as it is done, so an interrupted stage redoes
     only the part it was in, and `ckpt/<name>.progress.json` tells `mbml status` how far it is. Each
     part draws its own PRNG key, so a resumed stage writes the same numbers as an uninterrupted one.
-    Results must be JSON (lists, floats). The kept parts record a hash of the files they were computed
-    from (`made_from`: the student, the teachers); if those changed since (a student trained again),
-    the kept parts are dropped."""
+    Results must be JSON (lists, floats). The kept parts record a hash of the file they were computed
+    from (`made_from`: the student, the teachers); if it changed since (a student trained again), the
+    kept parts are dropped."""
 
-    def __init__(self, run: "Run", seed: int, name: str, total: int, force: bool, made_from: list[Path]):
+    def __init__(self, run: "Run", seed: int, name: str, total: int, force: bool, made_from: Path):
         self.ckpt = run.seed_dir(seed) / "ckpt" / f"{name}.msgpack"  # never written; names the files below
         self.path = self.ckpt.with_suffix(".parts.json")
-        self.made_from = _files_hash(made_from)
+        self.made_from = hashlib.sha256(made_from.read_bytes()).hexdigest() if made_from.exists() else ""
         if force:
             self.clear()
         kept = io.read_json(self.path) if self.path.exists() else {}
@@ -496,15 +496,6 @@ class Parts:
     def clear(self) -> None:
         """Remove the kept parts (after the stage's output is written, or to redo it)."""
         remove_checkpoint(self.ckpt)
-
-
-def _files_hash(paths: list[Path]) -> str:
-    """SHA-256 of the files' contents, in order (missing files hash as empty)."""
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(Path(path).read_bytes() if Path(path).exists() else b"")
-        h.update(b"\0")
-    return h.hexdigest()
 
 
 def peak_rss_mb() -> float:
