@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from mbml.errors import MbmlError
-from mbml.io import clear_stale_staging, read_json, replace_dir, staging_prefix, write_json
+from mbml.io import clear_stale_staging, read_json, replace_dir, restore_replaced, staging_prefix, write_json
 
 FORMAT, VERSION = "mbml-dataset", 2
 READS = (1, 2)
@@ -301,6 +301,7 @@ def load(path: Path, mmap: bool = True, min_tasks: int = 1) -> Dataset:
     Version 1 folders are converted in memory: only the end rows of their `next_observations.npy`
     are kept (read through a memory map whatever `mmap` says), after checking the rest."""
     path = Path(path)
+    restore_replaced(path)
     if not (path / "meta.json").exists():
         raise MbmlError(f"{path} is not an mbml dataset (no meta.json)")
     meta = read_json(path / "meta.json")

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -113,14 +114,35 @@ def load_pytree(path: Path, template: Any) -> Any:
         raise MbmlError(f"corrupt checkpoint {path}: {type(e).__name__}: {e}") from None
 
 
+def _aside(final: Path) -> Path:
+    return final.with_name(f".{final.name}.old")
+
+
 def replace_dir(tmp: Path, final: Path) -> None:
     """Move a fully written folder into place (the old one, if any, is removed only afterwards)."""
     final = Path(final)
+    restore_replaced(final, settle=0.0)
     old = None
     if final.exists():
-        old = final.with_name(f".{final.name}.old")
+        old = _aside(final)
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
     os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def restore_replaced(final: Path, settle: float = 0.5) -> bool:
+    """Put back the old copy of `final` if a `replace_dir` was killed between its two renames
+    (`final` missing, `.NAME.old` present). A reader waits `settle` seconds first, so that it does
+    not undo the microseconds-long gap of a replacement still running. True if it restored."""
+    final = Path(final)
+    old = _aside(final)
+    if final.exists() or not old.is_dir():
+        return False
+    if settle:
+        time.sleep(settle)
+        if final.exists() or not old.is_dir():
+            return False
+    os.replace(old, final)
+    return True

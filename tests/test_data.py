@@ -89,6 +89,24 @@ def test_save_over_an_existing_dataset_replaces_it_and_leaves_no_temp(tmp_path, 
     assert [p.name for p in tmp_path.iterdir()] == ["data"]  # no .data.* temp or .old folder left
 
 
+def _kill_between_renames(path: Path) -> None:
+    """What `replace_dir` leaves when killed after moving the old folder aside, before the new one is in."""
+    path.rename(path.with_name(f".{path.name}.old"))
+
+
+def test_a_replacement_killed_between_its_renames_loses_nothing(tmp_path, make_dataset):
+    path = tmp_path / "data"
+    first, second = make_dataset(seed=0), make_dataset(seed=1, extras=False)
+    D.save(first, path)
+    _kill_between_renames(path)
+    assert_same(first, D.load(path))  # a reader puts the old copy back
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+    _kill_between_renames(path)
+    D.save(second, path)  # so does the next writer, before replacing it
+    assert_same(second, D.load(path))
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+
+
 def _dead_pid() -> int:
     import subprocess, sys
     child = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -104,7 +122,7 @@ def test_a_writer_removes_staging_left_by_a_killed_process_only(tmp_path, make_d
     path, host = tmp_path / "data", socket.gethostname()
     stale = [tmp_path / f".data.{host}-{_dead_pid()}.abc", tmp_path / f".data.{host}-{_dead_pid()}.def"]
     kept = [tmp_path / f".data.{host}-{os.getpid()}.live", tmp_path / ".data.otherhost-1.x",
-            tmp_path / ".data.legacy1", tmp_path / ".data.old", tmp_path / f".database.{host}-{_dead_pid()}.x"]
+            tmp_path / ".data.legacy1", tmp_path / f".database.{host}-{_dead_pid()}.x"]
     for i, entry in enumerate(stale + kept):
         if i % 2:
             (entry / "sub").mkdir(parents=True)
