@@ -303,21 +303,30 @@ def test_status_reports_each_stage(tmp_path, capsys):
     assert (row["state"], row["done"]) == ("stopped", 5000)  # a stopped stage resumes from its checkpoint
     run = Run(out, None, None)
     run.HEARTBEAT = 0.02
+
+    def beaten(seen):
+        """The running stage's status row once a heartbeat has reported what `seen` looks for
+        (a loaded machine may delay the heartbeat thread)."""
+        deadline = time.monotonic() + 30
+        while True:
+            row = {r["stage"]: r for r in run_status(out)}["evaluate_neither"]
+            if seen(row) or time.monotonic() > deadline:
+                return row
+            time.sleep(0.02)
+
     with run.timed(0, "evaluate_neither"):
         run.bar("seed 0 evaluate")(7, 10)
-        time.sleep(0.3)
-        row = {r["stage"]: r for r in run_status(out)}["evaluate_neither"]
+        row = beaten(lambda row: row.get("done") == 7)
         assert (row["state"], row["done"], row["total"]) == ("running", 7, 10)
         run.bar("seed 0 relabelling")(3, 60)  # a stage in parts (the ensembles stage) names the part
-        time.sleep(0.3)
-        row = {r["stage"]: r for r in run_status(out)}["evaluate_neither"]
+        row = beaten(lambda row: row.get("done") == 3)
         assert (row["part"], row["done"], row["total"]) == ("relabelling", 3, 60)
         capsys.readouterr()
         cli.main(["status", str(out)])
         line = next(x for x in capsys.readouterr().out.splitlines() if "evaluate_neither" in x)
         assert "3/60" in line and line.endswith("(relabelling)"), line
         run.bar("seed 0 evaluate_neither")(4, 60)  # a part that only repeats the stage's name: not shown
-        time.sleep(0.3)
+        beaten(lambda row: row.get("done") == 4)
         cli.main(["status", str(out)])
         line = next(x for x in capsys.readouterr().out.splitlines() if "evaluate_neither" in x)
         assert "4/60" in line and "(" not in line, line
