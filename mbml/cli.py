@@ -316,13 +316,15 @@ def _summary(res: dict, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from mbml.report import interval_text
+
     t = Table(title=f"MBML on {res['family']} ({res['preset']}, seeds {res['seeds']})")
     for c in ("method", "test score", "95% CI", "random→oracle", "train score"):
         t.add_column(c)
     for m, v in res["methods"].items():
         te = v["test"]
         frac = te.get("fraction_random_to_oracle")
-        t.add_row(m, f"{te['mean']:.2f}", f"[{te['ci95'][0]:.2f}, {te['ci95'][1]:.2f}]",
+        t.add_row(m, f"{te['mean']:.2f}", interval_text(te),
                   "–" if frac is None else f"{100 * frac:.0f}%", f"{v['train']['mean']:.2f}")
     Console(stderr=True).print(t)
     print(f"results: {out / 'results.json'}  report: {out / 'report.md'}", file=sys.stderr)

@@ -91,12 +91,15 @@ def scores(res: dict, path: Path) -> Path:
         t = res["methods"][m]["test"]
         ax.scatter(np.full(len(t["per_seed"]), i) + np.linspace(-0.1, 0.1, len(t["per_seed"])), t["per_seed"],
                    color=COLORS.get(m, "gray"), zorder=3, s=18)
-        lo, hi = t["ci95"]
-        ax.errorbar(i, t["mean"], yerr=[[t["mean"] - lo], [hi - t["mean"]]], fmt="s", color="k", capsize=6, zorder=4)
+        if len(t["per_seed"]) > 1:  # one seed has no interval: its dot is all there is
+            lo, hi = t["ci95"]
+            ax.errorbar(i, t["mean"], yerr=[[t["mean"] - lo], [hi - t["mean"]]], fmt="s", color="k", capsize=6,
+                        zorder=4)
     _references(ax, res["references"])
     ax.set_xticks(range(len(methods)), methods)
     ax.set_ylabel("test score (mean return, episodes 3-5)")
-    ax.set_title("Unseen test tasks: seeds, mean and 95% CI")
+    several = any(len(res["methods"][m]["test"]["per_seed"]) > 1 for m in methods)
+    ax.set_title("Unseen test tasks: seeds, mean and 95% CI" if several else "Unseen test tasks: one seed (no interval)")
     ax.legend(fontsize=8)
     return _save(fig, path)
 

@@ -30,6 +30,13 @@ def ci95(x) -> list[float]:
     return [m - half, m + half]
 
 
+def interval_text(stats: dict) -> str:
+    """'[lo, hi]' of a split's 95% interval, or 'one seed' where there is none to give."""
+    if len(stats.get("per_seed", ())) < 2:
+        return "(one seed)"
+    return f"[{stats['ci95'][0]:.2f}, {stats['ci95'][1]:.2f}]"
+
+
 def _split_stats(per_seed_task: np.ndarray) -> dict:
     per_seed = per_seed_task.mean(1)
     return {"mean": float(per_seed.mean()), "ci95": ci95(per_seed), "per_seed": per_seed.tolist(),
@@ -90,7 +97,7 @@ def markdown_table(res: dict) -> str:
         frac = f"{100 * t['fraction_random_to_oracle']:.0f}%" if "fraction_random_to_oracle" in t else "–"
         diag = v.get("diagnostic")
         d = f"{100 * diag['reads_rewards']:.0f}% / {100 * diag['reads_states']:.0f}%" if diag else "–"
-        lines.append(f"| `{m}` | {t['mean']:.2f} [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}] | {frac} | {tr['mean']:.2f} | {d} |")
+        lines.append(f"| `{m}` | {t['mean']:.2f} {interval_text(t)} | {frac} | {tr['mean']:.2f} | {d} |")
     refs = res["references"]
     for name in REFERENCES:
         if name in refs:
@@ -113,7 +120,7 @@ def runs_table(results: list[dict]) -> str:
         for m, v in res["methods"].items():
             t = v["test"]
             lines.append(f"| `{res['family']}` | {preset} | {', '.join(map(str, res['seeds']))} | `{m}` | "
-                         f"{t['mean']:.2f} [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}] | "
+                         f"{t['mean']:.2f} {interval_text(t)} | "
                          f"{refs['teachers']['train']['mean']:.2f} | {rand} | {still} | {secs / 3600:.1f} h |")
     return "\n".join(lines)
 

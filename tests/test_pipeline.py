@@ -234,13 +234,16 @@ def test_protocol_repeats_are_averaged(tmp_path):
 
 
 def test_runs_table_has_a_row_per_run_and_method(smoke_run):
-    from mbml.report import runs_table
+    from mbml.report import ci95, runs_table
 
     _, res = smoke_run
     rows = runs_table([res, res]).splitlines()[2:]
     assert len(rows) == 2 * len(res["methods"])
     m, v = next(iter(res["methods"].items()))
     assert f"`{m}`" in rows[0] and f"{v['test']['mean']:.2f}" in rows[0] and "`point-nav` | smoke |" in rows[0]
+    assert f"{v['test']['mean']:.2f} (one seed) |" in rows[0]  # one seed: no interval, not [x, x]
+    two = {**v, "test": {**v["test"], "per_seed": [1.0, 3.0], "mean": 2.0, "ci95": ci95([1.0, 3.0])}}
+    assert "| 2.00 [-10.71, 14.71] |" in runs_table([{**res, "methods": {m: two}}]).splitlines()[2]
     cfg = res["config"]
     changed = {**res, "config": {**cfg, "sac": {**cfg["sac"], "total_steps": 20}, "overrides": ["sac.total_steps=20"]}}
     assert "| smoke + `sac.total_steps=20` |" in runs_table([changed]).splitlines()[2]
