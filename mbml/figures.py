@@ -89,7 +89,8 @@ def scores(res: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(1.6 * len(methods) + 2.5, 4))
     for i, m in enumerate(methods):
         t = res["methods"][m]["test"]
-        ax.scatter(np.full(len(t["per_seed"]), i) + np.linspace(-0.1, 0.1, len(t["per_seed"])), t["per_seed"],
+        n = len(t["per_seed"])
+        ax.scatter(i + (np.linspace(-0.1, 0.1, n) if n > 1 else np.zeros(1)), t["per_seed"],
                    color=COLORS.get(m, "gray"), zorder=3, s=18)
         if len(t["per_seed"]) > 1:  # one seed has no interval: its dot is all there is
             lo, hi = t["ci95"]
@@ -97,6 +98,7 @@ def scores(res: dict, path: Path) -> Path:
                         zorder=4)
     _references(ax, res["references"])
     ax.set_xticks(range(len(methods)), methods)
+    ax.set_xlim(-0.5, len(methods) - 0.5)
     ax.set_ylabel("test score (mean return, episodes 3-5)")
     several = any(len(res["methods"][m]["test"]["per_seed"]) > 1 for m in methods)
     ax.set_title("Unseen test tasks: seeds, mean and 95% CI" if several else "Unseen test tasks: one seed (no interval)")

@@ -31,7 +31,7 @@ def ci95(x) -> list[float]:
 
 
 def interval_text(stats: dict) -> str:
-    """'[lo, hi]' of a split's 95% interval, or 'one seed' where there is none to give."""
+    """'[lo, hi]' of a split's 95% interval, or '(one seed)' where there is none to give."""
     if len(stats.get("per_seed", ())) < 2:
         return "(one seed)"
     return f"[{stats['ci95'][0]:.2f}, {stats['ci95'][1]:.2f}]"
