@@ -92,7 +92,7 @@ def scores(res: dict, path: Path) -> Path:
         n = len(t["per_seed"])
         ax.scatter(i + (np.linspace(-0.1, 0.1, n) if n > 1 else np.zeros(1)), t["per_seed"],
                    color=COLORS.get(m, "gray"), zorder=3, s=18)
-        if len(t["per_seed"]) > 1:  # one seed has no interval: its dot is all there is
+        if n > 1:  # one seed has no interval: its dot is all there is
             lo, hi = t["ci95"]
             ax.errorbar(i, t["mean"], yerr=[[t["mean"] - lo], [hi - t["mean"]]], fmt="s", color="k", capsize=6,
                         zorder=4)
