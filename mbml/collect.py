@@ -23,7 +23,6 @@ from mbml.errors import MbmlError
 from mbml.families import Family
 from mbml.nets import lift
 from mbml.train_loop import run_chunks
-from mbml.transitions import gather
 
 
 # ---------------------------------------------------------------------- replay buffers (both collectors)
@@ -89,6 +88,37 @@ def _stores_next_observations(ckpt: Path) -> bool:
         return False
 
 
+class CollectionLog:
+    """What a collection reports between progress points: each task's mean SAC metrics over the
+    updates since the last report and the mean return of the episodes that ended since then (NaN
+    where none did). `write(step, rows)` receives {name: [K] values}."""
+
+    def __init__(self, k: int, write: Callable[[int, dict], None] | None):
+        self.k, self.write = k, write
+        self.reset()
+
+    def reset(self):
+        self.sums = {name: jnp.zeros(self.k) for name in sac.METRICS}
+        self.updates = 0
+        self.returns = np.zeros(self.k)
+        self.episodes = np.zeros(self.k, int)
+
+    def episode_ends(self, ended: np.ndarray, returns: np.ndarray) -> None:
+        self.returns += np.where(ended, returns, 0.0)
+        self.episodes += ended
+
+    def flush(self, step: int) -> None:
+        if self.write is not None and (self.updates or self.episodes.any()):
+            sums = jax.device_get(self.sums)
+            rows = {name: sums[name] / self.updates if self.updates else np.full(self.k, np.nan)
+                    for name in sac.METRICS}
+            with np.errstate(invalid="ignore"):
+                rows["episode_return"] = np.where(self.episodes > 0, self.returns / np.maximum(self.episodes, 1), np.nan)
+            rows["episodes"] = self.episodes.copy()
+            self.write(step, rows)
+        self.reset()
+
+
 # ---------------------------------------------------------------------- jitted collection (pure-JAX envs)
 
 def _init_carry(family: Family, cfg: SACConfig, tasks, key):
@@ -106,7 +136,7 @@ def _init_carry(family: Family, cfg: SACConfig, tasks, key):
 def _step_one(family: Family, cfg: SACConfig, carry, task, t):
     env, a_dim, horizon = family.jax_env, family.act_dim, family.horizon
     key, k_act, k_reset, k_idx, k_upd = jax.random.split(carry["key"], 5)
-    action, _ = sac.sample_action(cfg, carry["sac"].actor, carry["obs"], k_act, a_dim)
+    action = sac.collect_action(cfg, carry["sac"].actor, carry["obs"], k_act, a_dim, t)
     env_state, next_obs, reward, terminal = env.step(carry["env"], action, task)
     timeout = (carry["ep_step"] + 1 >= horizon) & ~terminal
     reset_state, reset_obs = env.reset(k_reset, task)
@@ -118,8 +148,7 @@ def _step_one(family: Family, cfg: SACConfig, carry, task, t):
     buf = write_step(carry["buf"], t, item, obs, next_obs)
 
     def learn(state):
-        idx = jax.random.randint(k_idx, (cfg.batch_size,), 0, t + 1)
-        return sac.update(cfg, state, gather(buf, idx), k_upd, a_dim)[0]
+        return sac.update(cfg, state, sac.replay_batch(cfg, buf, k_idx, t), k_upd, a_dim)[0]
 
     state = jax.lax.cond(t >= cfg.warmup_steps, learn, lambda s: s, carry["sac"])
     return {"sac": state, "env": env_state, "obs": obs, "ep_step": jnp.where(done, 0, carry["ep_step"] + 1),

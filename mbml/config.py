@@ -14,6 +14,8 @@ from typing import Literal, NamedTuple
 from mbml.errors import MbmlError
 
 Lift = Literal["vmap", "map"]
+Critic = Literal["mlp", "layernorm", "crossq"]
+Warmup = Literal["policy", "uniform"]
 
 
 class Method(NamedTuple):
@@ -53,6 +55,31 @@ class SACConfig:
     """Environment steps collected with the initial policy before learning starts."""
     total_steps: int = 200_000
     """Environment steps per task: the whole replay history becomes that task's dataset."""
+    critic: Critic = "mlp"
+    """Q networks: `mlp` (the authors': plain ReLU MLPs with Polyak-averaged targets), `layernorm`
+    (LayerNorm after every hidden layer, as in DroQ, BRO and SimBa) or `crossq` (CrossQ: batch
+    normalisation, no target networks, current and next state-actions in one forward pass)."""
+    init_temperature: float = 1.0
+    """Initial temperature alpha (the authors: log alpha = 0, so 1.0)."""
+    learn_temperature: bool = True
+    """Tune alpha towards the target entropy -|A|; false keeps it at `init_temperature`."""
+    n_step: int = 1
+    """n-step returns: the discounted sum of up to n rewards of one episode, then the bootstrap."""
+    warmup: Warmup = "policy"
+    """Actions before learning starts: `policy` (the initial policy, as the authors) or `uniform`."""
+    adam_b1: float = 0.9
+    """Adam's first-moment decay for every SAC optimizer (CrossQ uses 0.5)."""
+
+    def __post_init__(self):
+        for name, kind in (("critic", Critic), ("warmup", Warmup)):
+            if getattr(self, name) not in typing.get_args(kind):
+                raise MbmlError(f"sac.{name}={getattr(self, name)}: choose one of {', '.join(typing.get_args(kind))}")
+        if self.n_step < 1:
+            raise MbmlError(f"sac.n_step={self.n_step}: must be at least 1")
+        if not self.init_temperature > 0:
+            raise MbmlError(f"sac.init_temperature={self.init_temperature}: must be positive")
+        if not 0 <= self.adam_b1 < 1:
+            raise MbmlError(f"sac.adam_b1={self.adam_b1}: must be in [0, 1)")
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,9 @@ def datasets(run, seed: int, path: Path) -> Path:
     fam = run.family
     view = fam.view
     k = ds.num_tasks
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax, ax_ret) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [1.1, 1]})
     cmap = plt.get_cmap("viridis", k)
+    _returns_panel(ax_ret, ds, cmap)
     rng = np.random.default_rng(0)
     goals = fam.train_tasks
     for t in range(k):
@@ -70,6 +71,22 @@ def datasets(run, seed: int, path: Path) -> Path:
     ax.set_title(f"{fam.name}: {what} in each task's dataset (seed {seed})"
                  + (";\ndashed: the task's target" if view.tasks in ("values", "directions") else ""))
     return _save(fig, path)
+
+
+def _returns_panel(ax, ds, cmap, window: int = 5) -> None:
+    """(b) Each task's return per episode through its collection history (running mean of `window`
+    episodes): whether each collecting agent learned."""
+    for t in range(ds.num_tasks):
+        ends = np.flatnonzero(np.asarray(ds.terminals[t], bool) | np.asarray(ds.timeouts[t], bool))
+        if len(ends) == 0:
+            continue
+        sums = np.cumsum(np.asarray(ds.rewards[t], np.float64))[ends]
+        returns = np.diff(np.concatenate([[0.0], sums]))
+        smooth = np.convolve(returns, np.ones(window) / window, "valid") if len(returns) >= window else returns
+        ax.plot(ends[len(ends) - len(smooth):] + 1, smooth, color=cmap(t), lw=1)
+    ax.set_xlabel("env steps of collection")
+    ax.set_ylabel(f"episode return (mean of {window})")
+    ax.set_title("return per episode, one line per task")
 
 
 def _references(ax, refs: dict) -> None:

@@ -26,14 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from mbml import io, sac, student as S
-from mbml.collect import buffer_dataset, empty_buffer, grow_finals, run_collection, write_step
+from mbml.collect import CollectionLog, buffer_dataset, empty_buffer, grow_finals, run_collection, write_step
 from mbml.config import DistillConfig, EvalConfig, SACConfig
 from mbml.data import Dataset
 from mbml.errors import MbmlError
 from mbml.families import Family
 from mbml.nets import lift
 from mbml.train_loop import progress_file
-from mbml.transitions import gather
 
 
 def default_threads() -> int:
@@ -193,33 +192,35 @@ def _seeds(key, n: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------- collection
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _act(cfg: SACConfig, act_dim: int, actors, obs, key):
+def _act(cfg: SACConfig, act_dim: int, actors, obs, key, t):
     keys = jax.random.split(key, obs.shape[0])
-    return jax.vmap(lambda p, o, k: sac.sample_action(cfg, p, o, k, act_dim)[0])(actors, obs, keys)
+    return jax.vmap(lambda p, o, k: sac.collect_action(cfg, p, o, k, act_dim, t))(actors, obs, keys)
 
 
 _write = jax.jit(jax.vmap(write_step, in_axes=(0, None, 0, 0, 0)), donate_argnums=(0,))
 """Step t of every task (`collect.write_step` over the task axis), in place (the buffer is donated)."""
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(3,))
-def _update(cfg: SACConfig, act_dim: int, lift_mode: str, states, buf, t, key):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(3, 7))
+def _update(cfg: SACConfig, act_dim: int, lift_mode: str, states, buf, t, key, sums):
+    """Every task's SAC step at env step t; `sums` (per metric, [K]) gains the step's metrics."""
     def one(state, b, k):
         k_idx, k_upd = jax.random.split(k)
-        idx = jax.random.randint(k_idx, (cfg.batch_size,), 0, t + 1)
-        return sac.update(cfg, state, gather(b, idx), k_upd, act_dim)[0]
-    return lift(one, lift_mode)(states, buf, jax.random.split(key, buf["rewards"].shape[0]))
+        return sac.update(cfg, state, sac.replay_batch(cfg, b, k_idx, t), k_upd, act_dim)
+    states, metrics = lift(one, lift_mode)(states, buf, jax.random.split(key, buf["rewards"].shape[0]))
+    return states, {name: sums[name] + metrics[name] for name in sac.METRICS}
 
 
 def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", chunk: int | None = None,
                  ckpt: Path | None = None, progress: Callable[[int, int], None] | None = None,
-                 threads: int | None = None) -> Dataset:
+                 threads: int | None = None, log: Callable[[int, dict], None] | None = None) -> Dataset:
     """SAC on every training task with host-stepped environments; the whole history is the dataset.
 
     Episodes still running at a chunk boundary are cut there (stored as time-limit truncations), so
     the data are the same whether or not the run was interrupted and resumed at a checkpoint. Inside
     a chunk a snapshot is written every `SNAPSHOT_EVERY` seconds (`<ckpt>.mid.pkl`), from which a
     stopped run continues bit-identically. `threads`: see `TaskEnvs` (the data do not depend on it).
+    `log(step, {name: [K]})`: see `CollectionLog`, called at every progress point (each horizon of steps).
     """
     tasks = np.asarray(family.train_tasks)
     k, n, d, a, h = len(tasks), cfg.total_steps, family.obs_dim, family.act_dim, family.horizon
@@ -234,11 +235,13 @@ def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", c
     carry = {"sac": states, "buf": buf, "key": k_run}
 
     mid = None if ckpt is None else Path(ckpt).with_suffix(".mid.pkl")
+    stats = CollectionLog(k, log)
 
     def advance(c, done, steps):
         rng = np.random.default_rng(_seeds(jax.random.fold_in(k_run, done), 1)[0])
         obs = envs.reset(rng.integers(2**31 - 1, size=k))
         ep = np.zeros(k, int)
+        ep_return = np.zeros(k)
         states, b, key = c["sac"], c["buf"], c["key"]
         ends = np.array(b["ends"])
         start = done
@@ -247,16 +250,20 @@ def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", c
             carry = jax.tree.map(jnp.asarray, snap["carry"])
             states, b, key, start = carry["sac"], carry["buf"], carry["key"], snap["t"]
             rng.bit_generator.state, obs, ep, ends = snap["rng"], snap["obs"], snap["ep"], snap["ends"]
+            ep_return = snap.get("ep_return", np.zeros(k))  # snapshots before collection logs lack it
             envs.restore(snap["envs"])
             del snap, carry  # host copies of the buffer
         last = time.monotonic()
         for t in range(start, done + steps):
             key, k_act, k_upd = jax.random.split(key, 3)
-            actions = np.asarray(_act(cfg, a, states.actor, jnp.asarray(obs), k_act))
+            actions = np.asarray(_act(cfg, a, states.actor, jnp.asarray(obs), k_act, t))
             nxt, rew, term, extras = envs.step(actions)
             ep += 1
+            ep_return = ep_return + rew
             timeout = ((ep >= h) | (t == done + steps - 1)) & ~term
             end = term | timeout
+            stats.episode_ends(end, ep_return)
+            ep_return = np.where(end, 0.0, ep_return)
             # New arrays only: JAX may still read (alias) host arrays handed to the asynchronously
             # dispatched `_write`, so nothing given to it is written to afterwards.
             after = nxt.copy()
@@ -268,13 +275,17 @@ def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", c
             b = _write(b, t, item, after, nxt)
             ends = ends + end
             if t >= cfg.warmup_steps:
-                states = _update(cfg, a, lift_mode, states, b, jnp.asarray(t), k_upd)
+                states, stats.sums = _update(cfg, a, lift_mode, states, b, jnp.asarray(t), k_upd, stats.sums)
+                stats.updates += 1
             obs = after
+            if t + 1 == done + steps or (t + 1) % h == 0:
+                stats.flush(t + 1)
             if t + 1 == done + steps:
                 break  # chunk ends: run_chunks checkpoints and reports
             if mid is not None and time.monotonic() - last >= SNAPSHOT_EVERY:
                 snap = {"done": done, "t": t + 1, "carry": jax.device_get({"sac": states, "buf": b, "key": key}),
-                        "rng": rng.bit_generator.state, "obs": obs, "ep": ep, "ends": ends, "envs": envs.snapshot()}
+                        "rng": rng.bit_generator.state, "obs": obs, "ep": ep, "ep_return": ep_return, "ends": ends,
+                        "envs": envs.snapshot()}
                 io.atomic_write(mid, lambda f: pickle.dump(snap, f, protocol=5))
                 io.write_json(progress_file(ckpt), {"done": t + 1, "total": n})  # where a stop resumes
                 del snap

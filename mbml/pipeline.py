@@ -231,13 +231,42 @@ class Run:
         d = self.seed_dir(seed)
         if self._done(seed, d / done_marker("collect"), force, "collect"):
             return
+        ckpt = d / "ckpt" / "collect.msgpack"
         with self.timed(seed, "collect"):
-            fn = collect if self.family.jax_env is not None else collect_host
-            ds = fn(self.family, self.cfg.sac, self.key(seed, "collect"), self.cfg.lift,
-                    ckpt=d / "ckpt" / "collect.msgpack", progress=self.bar(f"seed {seed} collect"))
+            args = (self.family, self.cfg.sac, self.key(seed, "collect"), self.cfg.lift)
+            kw = dict(ckpt=ckpt, progress=self.bar(f"seed {seed} collect"))
+            if self.family.jax_env is not None:
+                ds = collect(*args, **kw)
+            else:
+                log, writer = self.collection_log(seed, fresh=not ckpt.exists())
+                try:
+                    ds = collect_host(*args, **kw, log=log)
+                finally:
+                    if writer is not None:
+                        writer.close()
             ds.meta.update({"seed": seed, "family": self.family.name})
             D.save(ds, d / "data")
-        remove_checkpoint(d / "ckpt" / "collect.msgpack")
+        remove_checkpoint(ckpt)
+
+    def collection_log(self, seed: int, fresh: bool):
+        """`collect_host`'s logger: one row per task and progress point in `seed_S/collect.csv`
+        (SAC metrics, mean episode return) and TensorBoard scalars `collect/NAME/task_I` under
+        `seed_S/logs/collect`. A resumed collection may repeat the steps since its last checkpoint;
+        readers keep a (step, task)'s last row."""
+        path = self.seed_dir(seed) / "collect.csv"
+        if fresh:
+            path.unlink(missing_ok=True)
+        writer = _tensorboard(self.seed_dir(seed) / "logs" / "collect")
+
+        def log(step: int, rows: dict) -> None:
+            for i in range(len(rows["episodes"])):
+                row = {name: float(v[i]) for name, v in rows.items()}
+                _append_csv(path, {"step": step, "task": i, **row})
+                if writer is not None:
+                    for name, v in row.items():
+                        if np.isfinite(v):
+                            writer.add_scalar(f"collect/{name}/task_{i}", v, step)
+        return log, writer
 
     def dataset(self, seed: int) -> D.Dataset:
         path = self.seed_dir(seed) / "data"

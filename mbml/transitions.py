@@ -46,6 +46,28 @@ def gather(data_k: dict, idx) -> dict:
             "next_obs": next_obs(data_k, idx), "terminals": data_k["terminals"][idx].astype(jnp.float32)}
 
 
+def gather_n(buf_k: dict, idx, n: int, gamma: float, last) -> dict:
+    """n-step transitions starting at `idx` of one task's replay buffer (with `timeouts`): rewards
+    summed with discount over up to n steps of the same episode and no later than step `last`, the
+    next observation and terminal flag of the last step summed, and `discount` = gamma^(steps summed)
+    for the bootstrap. Off-policy n-step returns are not corrected for the policy having changed
+    (as in DQN-style n-step SAC): the bias that buys faster propagation of rewards."""
+    ret = jnp.zeros(idx.shape, jnp.float32)
+    disc = jnp.ones(idx.shape, jnp.float32)
+    alive = jnp.ones(idx.shape, bool)
+    end = idx
+    for j in range(n):
+        i = jnp.minimum(idx + j, buf_k["rewards"].shape[0] - 1)
+        ok = alive & (idx + j <= last)
+        ret = ret + jnp.where(ok, disc * buf_k["rewards"][i], 0.0)
+        disc = jnp.where(ok, disc * gamma, disc)
+        end = jnp.where(ok, i, end)
+        alive = ok & ~(buf_k["terminals"][i] | buf_k["timeouts"][i])
+    return {"obs": buf_k["obs"][idx], "actions": buf_k["actions"][idx], "rewards": ret,
+            "next_obs": next_obs(buf_k, end), "terminals": buf_k["terminals"][end].astype(jnp.float32),
+            "discount": disc}
+
+
 def take(data: dict, idx) -> dict:
     """Every task's transitions `idx` [K, ...] (per-task indices) as a batch [K, ..., ...]."""
     return jax.vmap(gather)(data, idx)

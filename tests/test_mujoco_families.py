@@ -439,7 +439,7 @@ def test_datasets_figure_draws_each_family_view(tmp_path, name):
     ends[:, 24] = True
     shapes = {"xy_delta": (2,), "torso_xy": (2,), "com_xy_delta": (2,), "x_delta": ()}
     ds = SimpleNamespace(num_tasks=k, observations=rng.normal(size=(k, n, f.obs_dim)).astype(np.float32),
-                         terminals=np.zeros((k, n), bool), timeouts=ends,
+                         terminals=np.zeros((k, n), bool), timeouts=ends, rewards=rng.normal(size=(k, n)),
                          extras={e: rng.normal(size=(k, n) + shapes[e]) * 0.05 for e in f.extras})
     run = SimpleNamespace(family=f, dataset=lambda seed: ds)
     path = figures.datasets(run, 0, tmp_path / "datasets.png")
