@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -14,7 +15,7 @@ from typing import Literal
 import tyro
 
 from mbml.errors import MbmlError
-from mbml.status import hms
+from mbml.status import hms, read_record
 
 Stage = Literal["collect", "teachers", "ensembles", "distill", "evaluate", "report"]
 
@@ -71,7 +72,7 @@ def _stage_cmd(stage: str, doc: str):
         out: Path
         """Run folder made by `mbml run` or `mbml demo` (or a new one with --family/--preset)."""
         family: str | None = None
-        """Family, for a new run folder."""
+        """Family, for a new run folder (default: that of its imported data; none: teachers, ensembles only)."""
         preset: str | None = None
         """Preset, for a new run folder."""
         seeds: tuple[int, ...] | None = None
@@ -126,6 +127,10 @@ class ImportMinari:
     """Minari dataset ids, in task order (at least 2), e.g. mbml/point-nav-seed0/task{00..19}-v0."""
     out: Path
     """Dataset folder to write, e.g. RUN/seed_0/data to use it in a run folder."""
+    tasks: tuple[str, ...] = ()
+    """Task parameters, one per id (0.5 1.5; "0.5,1" "1,2"), or a .json/.csv file of rows (default: metadata)."""
+    family: str | None = None
+    """mbml family of the data (true rewards, evaluation); none: teachers and ensembles only."""
     root: Path | None = None
     """Minari datasets folder (default: $MINARI_DATASETS_PATH, else ~/.minari/datasets)."""
     force: bool = False
@@ -157,7 +162,13 @@ def _minari_cmd(cmd) -> None:
         for dataset_id in minari_io.export_minari(_dataset_dir(cmd.out, cmd.seed), cmd.prefix, cmd.root, cmd.force):
             print(dataset_id)
     else:
-        ds = minari_io.import_minari(list(cmd.ids), cmd.out, cmd.root, cmd.force)
+        from mbml.lock import FolderLock
+        from mbml.task_params import parse_tasks
+
+        tasks = parse_tasks(list(cmd.tasks), list(cmd.ids)) if cmd.tasks else None
+        run = cmd.out.parent.parent if cmd.out.parent.name.startswith("seed_") else None  # RUN/seed_S/data
+        with FolderLock(run) if run is not None else contextlib.nullcontext():
+            ds = minari_io.import_minari(list(cmd.ids), cmd.out, cmd.root, cmd.force, tasks, cmd.family)
         print(f"wrote {cmd.out} ({ds.num_tasks} tasks, {ds.num_transitions} transitions each)", file=sys.stderr)
 
 
@@ -203,25 +214,35 @@ class _Bars:
             self.progress.stop()
 
 
-def _check(methods, seeds):
-    from mbml.config import check_method
+def _check(methods, seeds, workers: int = 0, stages=()):
+    import numbers
+
+    from mbml.config import METHODS, check_method
 
     for m in methods:
         check_method(m)
+    if len(set(methods)) != len(methods):
+        raise MbmlError(f"methods repeat: {list(methods)}")
+    if not methods and {"distill", "evaluate", "report"} & set(stages):
+        raise MbmlError(f"give at least one method (--methods): {', '.join(METHODS)}")
     if not seeds:
         raise MbmlError("give at least one seed")
+    for s in seeds:  # PRNG seeds are 32-bit; run.json may hold anything
+        if not (isinstance(s, numbers.Integral) and not isinstance(s, bool) and 0 <= s < 2 ** 32):
+            raise MbmlError(f"seed {s!r}: seeds are integers from 0 to 2**32 - 1")
     if len(set(seeds)) != len(seeds):
         raise MbmlError(f"seeds repeat: {list(seeds)}")
+    if workers < 0:
+        raise MbmlError(f"--workers {workers}: must be 0 (one process) or more")
 
 
 def _seed_stages(run, seed: int, methods, stages, force: bool) -> None:
     """Every requested stage for one seed, in pipeline order (`mbml ensembles` alone trains the
     ensembles even when no method asked for relabels with them)."""
-    from mbml.steps import seed_steps
+    from mbml.steps import stage_steps
 
-    for step in seed_steps(methods, ensembles=None if "distill" in stages else True):
-        if step.stage in stages:
-            run.run_step(step, seed, force)
+    for step in stage_steps(methods, stages):
+        run.run_step(step, seed, force)
 
 
 def _worker(out: Path, seed: int, methods, stages, force: bool, queue) -> None:
@@ -288,14 +309,24 @@ def run_pipeline(out: Path, family: str, preset: str, seeds, methods, force=Fals
     import dataclasses
 
     from mbml.config import override, preset as get_preset
+    from mbml.lock import FolderLock
     from mbml.pipeline import Run
+    from mbml.steps import OFFLINE_STAGES
 
-    _check(methods, seeds)
+    _check(methods, seeds, workers, stages)
     if cfg is None:
         cfg = override(dataclasses.replace(get_preset(family, preset), lift=lift), overrides)
+    simulated = [s for s in stages if s not in OFFLINE_STAGES]
+    if cfg.family is None and simulated:
+        raise MbmlError(f"`mbml {simulated[0]}` needs a simulator, and {out} has no family (its data were imported "
+                        f"without --family): only {' and '.join(f'`mbml {s}`' for s in OFFLINE_STAGES)} run on it")
+    lock = FolderLock(out)  # one writer per run folder (the seed processes of --workers write for this one)
     bars = _Bars(quiet)
     try:
-        run = Run.open(out, cfg, bars)
+        lock.acquire()
+        run = Run.open(out, cfg, bars, create=False)
+        run.check_inputs(seeds, methods, stages, force)  # before anything is written: a failed command changes nothing
+        run.save_config()
         run.record(seeds, methods)
         seed_stages = [s for s in stages if s != "report"]
         workers = workers or default_workers(seeds)
@@ -309,6 +340,7 @@ def run_pipeline(out: Path, family: str, preset: str, seeds, methods, force=Fals
             return write_report(run, list(seeds), list(methods))
     finally:
         bars.close()
+        lock.release()
     return None
 
 
@@ -349,23 +381,29 @@ def _execute(cmd) -> None:
                            workers=cmd.workers, overrides=cmd.set)
         _summary(res, out)
     else:
-        from mbml import config as C, io
+        from mbml import config as C
+
+        from mbml.data import read_meta
+        from mbml.pipeline import first_dataset
 
         saved = cmd.out / "config.json"
         cfg = None
-        recorded = io.read_json(cmd.out / "run.json") if (cmd.out / "run.json").exists() else {}
+        recorded = read_record(cmd.out)
+        family = cmd.family
         if saved.exists():
-            cfg = C.from_dict(io.read_json(saved))  # the folder's own config, not today's preset
+            cfg = C.read(saved)  # the folder's own config, not today's preset
             for name, given in (("family", cmd.family), ("preset", cmd.preset)):
                 if given is not None and given != getattr(cfg, name):
-                    raise MbmlError(f"{cmd.out} holds a {getattr(cfg, name)!r} run, not {given!r} ({name}); "
-                                    "use another --out")
-        elif cmd.family is None or cmd.preset is None:
+                    held = f"a {getattr(cfg, name)!r}" if getattr(cfg, name) is not None else "a family-less"
+                    raise MbmlError(f"{cmd.out} holds {held} run, not {given!r} ({name}); use another --out")
+        elif cmd.preset is None or (family is None and first_dataset(cmd.out) is None):
             raise MbmlError(f"{cmd.out} is not a run folder (no config.json); start one with `mbml run` "
-                            "or give --family and --preset")
+                            "or give --family and --preset (--preset alone for data imported into it)")
+        elif family is None:  # a new folder on imported data: their family, or none (OFFLINE_STAGES only)
+            family = read_meta(first_dataset(cmd.out)).get("family")
         seeds = cmd.seeds or tuple(recorded.get("seeds", [0]))
         methods = cmd.methods or tuple(recorded.get("methods", ["full", "neither"]))
-        res = run_pipeline(cmd.out, cmd.family, cmd.preset, seeds, methods, cmd.force, cmd.quiet,
+        res = run_pipeline(cmd.out, family, cmd.preset, seeds, methods, cmd.force, cmd.quiet,
                            stages=(cmd.stage,), workers=cmd.workers, cfg=cfg)  # cfg None: a new folder
         if res is not None:
             _summary(res, cmd.out)

@@ -7,11 +7,13 @@ budgets and network sizes down for CPUs. The resolved config is written next to 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Callable, Literal, NamedTuple
 
 from mbml.errors import MbmlError
+from mbml.families import FAMILIES
 
 Lift = Literal["vmap", "map"]
 Critic = Literal["mlp", "layernorm", "crossq"]
@@ -71,15 +73,7 @@ class SACConfig:
     """Adam's first-moment decay for every SAC optimizer (CrossQ uses 0.5)."""
 
     def __post_init__(self):
-        for name, kind in (("critic", Critic), ("warmup", Warmup)):
-            if getattr(self, name) not in typing.get_args(kind):
-                raise MbmlError(f"sac.{name}={getattr(self, name)}: choose one of {', '.join(typing.get_args(kind))}")
-        if self.n_step < 1:
-            raise MbmlError(f"sac.n_step={self.n_step}: must be at least 1")
-        if not self.init_temperature > 0:
-            raise MbmlError(f"sac.init_temperature={self.init_temperature}: must be positive")
-        if not 0 <= self.adam_b1 < 1:
-            raise MbmlError(f"sac.adam_b1={self.adam_b1}: must be in [0, 1)")
+        _validate("sac", self)
 
 
 @dataclass(frozen=True)
@@ -115,6 +109,9 @@ class BCQConfig:
     dataset_size: int = 0
     """Use the first N transitions of each task's history (0: all)."""
 
+    def __post_init__(self):
+        _validate("bcq", self)
+
 
 @dataclass(frozen=True)
 class EnsembleConfig:
@@ -146,6 +143,9 @@ class EnsembleConfig:
     """Fraction of each task's transitions kept out of next-state training, to measure its error (relabel.json)."""
     next_state_store_mb: int = 1024
     """Store the mean predicted next states [K, K, N, obs] if they fit in this many MB, else recompute them per step."""
+
+    def __post_init__(self):
+        _validate("ensemble", self)
 
 
 @dataclass(frozen=True)
@@ -190,6 +190,9 @@ class DistillConfig:
     eval_every: int = 5_000
     """Evaluate on the test tasks every this many steps (curve of score against steps)."""
 
+    def __post_init__(self):
+        _validate("distill", self)
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -205,13 +208,18 @@ class EvalConfig:
     """Independent runs of the protocol per task, averaged (the authors run it once; more runs make
     checkpoint selection and per-seed scores less noisy). Posterior means are kept from the first."""
 
+    def __post_init__(self):
+        _validate("eval", self)
+        if self.score_from >= self.episodes:  # the score would average no episode
+            raise MbmlError(f"eval.score_from={self.score_from}: must be less than eval.episodes ({self.episodes})")
+
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a run's numbers, besides the seed."""
 
-    family: str = "point-nav"
-    """Task family."""
+    family: str | None = "point-nav"
+    """Task family (None: data imported without one; only the stages that need no simulator run)."""
     preset: str = "cpu"
     """Named preset these values came from."""
     sac: SACConfig = field(default_factory=SACConfig)
@@ -223,6 +231,113 @@ class RunConfig:
     """How per-task learners are lifted over the task axis: `vmap` (parallel) or `map` (sequential lax.map)."""
     overrides: tuple[str, ...] = ()
     """`section.field=value` changes made on top of the preset (`mbml run --set`), as given."""
+
+    def __post_init__(self):
+        _validate("", self)
+
+
+SECTIONS = {"sac": SACConfig, "bcq": BCQConfig, "ensemble": EnsembleConfig, "distill": DistillConfig,
+            "eval": EvalConfig}
+
+
+class Rule(NamedTuple):
+    """The allowed values of a config field: `ok(value)`, and the range as an error message says it."""
+
+    ok: Callable[[object], bool]
+    says: str
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    """A finite int or float, not a bool (ints are not passed to isfinite: 10**400 has no float)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and (isinstance(v, int) or math.isfinite(v))
+
+
+def at_least(lo: int) -> Rule:
+    says = {0: "must be a non-negative integer", 1: "must be a positive integer (at least 1)"}
+    return Rule(lambda v: _integer(v) and v >= lo, says.get(lo, f"must be an integer, at least {lo}"))
+
+
+def between(lo: float, hi: float, low_open: bool = False, high_open: bool = False) -> Rule:
+    """A number in [lo, hi], or with an open end."""
+    def ok(v):
+        return _number(v) and (lo < v if low_open else lo <= v) and (v < hi if high_open else v <= hi)
+    return Rule(ok, f"must be in {'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}")
+
+
+def one_of(choices: tuple[str, ...]) -> Rule:
+    return Rule(lambda v: isinstance(v, str) and v in choices, f"choose one of {', '.join(choices)}")
+
+
+POSITIVE, COUNT = at_least(1), at_least(0)
+RATE = Rule(lambda v: _number(v) and v > 0, "must be a positive number")
+WEIGHT = Rule(lambda v: _number(v) and v >= 0, "must be a non-negative number")
+FRACTION = between(0, 1)
+DISCOUNT = POLYAK = between(0, 1, low_open=True)  # a Polyak rate of 0 would never move the targets
+MOMENT = between(0, 1, high_open=True)  # Adam's beta1; and a held-out fraction (1 would leave nothing to train on)
+WIDTHS = Rule(lambda v: isinstance(v, tuple) and all(_integer(w) and w > 0 for w in v),
+              "must be a comma list of positive integers (() for a linear network)")
+SWITCH = Rule(lambda v: isinstance(v, bool), "must be true or false")
+
+RULES: dict[str, dict[str, Rule]] = {
+    "sac": dict(policy_hidden=WIDTHS, q_hidden=WIDTHS, lr=RATE, gamma=DISCOUNT, tau=POLYAK, batch_size=POSITIVE,
+                warmup_steps=COUNT, total_steps=POSITIVE, critic=one_of(typing.get_args(Critic)),
+                init_temperature=RATE, learn_temperature=SWITCH, n_step=POSITIVE,
+                warmup=one_of(typing.get_args(Warmup)), adam_b1=MOMENT),
+    "bcq": dict(actor_hidden=WIDTHS, critic_hidden=WIDTHS, vae_hidden=WIDTHS, lam=FRACTION, phi=WEIGHT,
+                gamma=DISCOUNT, tau=POLYAK, lr=RATE, batch_size=POSITIVE, steps=POSITIVE, num_candidates=POSITIVE,
+                eval_every=POSITIVE, eval_episodes=POSITIVE, dataset_size=COUNT),
+    "ensemble": dict(members=at_least(2),  # the members' std is the unbiased one (ddof 1)
+                     hidden=WIDTHS, lr=RATE, steps=POSITIVE, batch_size=POSITIVE, std_threshold=WEIGHT,
+                     std_quantile=FRACTION, next_state=SWITCH, next_state_hidden=WIDTHS, next_state_steps=POSITIVE,
+                     next_state_std_threshold=WEIGHT, next_state_holdout=MOMENT, next_state_store_mb=COUNT),
+    "distill": dict(latent_dim=POSITIVE, encoder_hidden=WIDTHS, q_hidden=WIDTHS, g_hidden=WIDTHS, xi_hidden=WIDTHS,
+                    lr=RATE, lr_decay=SWITCH, steps=POSITIVE, context_size=POSITIVE, batch_size=POSITIVE,
+                    kl_weight=WEIGHT, triplet_margin=WEIGHT, triplet_weight=WEIGHT,
+                    hard_negative_sets=at_least(2),  # Eq. 11's within-task distance compares two sets of a task
+                    q_target_scale=WEIGHT, eval_every=POSITIVE),
+    "eval": dict(episodes=POSITIVE, score_from=COUNT, num_candidates=POSITIVE, repeats=POSITIVE),
+    "": dict(family=Rule(lambda v: v is None or v in FAMILIES,  # None: data imported without a family
+                         f"choose one of {', '.join(FAMILIES)} (or null: data without a family)"),
+             preset=one_of(PRESETS), lift=one_of(typing.get_args(Lift)),
+             overrides=Rule(lambda v: isinstance(v, tuple) and all(isinstance(x, str) for x in v),
+                            "must be a list of SECTION.FIELD=VALUE strings"),
+             **{name: Rule(lambda v, kind=kind: isinstance(v, kind), "must be a table of its fields")
+                for name, kind in SECTIONS.items()}),
+}
+"""The allowed range of every field of every config section ("": RunConfig's own fields), checked by
+`_validate` whenever a config is made: a preset, `--set` (`override`), a folder's config.json (`from_dict`)."""
+
+
+def shown(value) -> str:
+    """A value as `--set` takes it (widths as a comma list, () for none), for a one-line error: short,
+    and a newline or other unprintable character escaped."""
+    text = (",".join(map(str, value)) or "()") if isinstance(value, tuple) else str(value)
+    text = text if text.isprintable() else repr(text)[1:-1]
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _validate(section: str, cfg) -> None:
+    """A one-line MbmlError `section.field=value: allowed range` for the first field of `cfg` out of range."""
+    for name, rule in RULES[section].items():
+        value = getattr(cfg, name)
+        if not rule.ok(value):
+            raise MbmlError(f"{section + '.' if section else ''}{name}={shown(value)}: {rule.says}")
+
+
+def check_batches(cfg: "RunConfig", n: int, where: str) -> None:
+    """Batch and context sizes no larger than the `n` transitions per task of the dataset (`where`) they
+    are drawn from; BCQ draws from the first `bcq.dataset_size`."""
+    bcq_n = min(cfg.bcq.dataset_size, n) if cfg.bcq.dataset_size else n
+    for key, value, limit in (("bcq.batch_size", cfg.bcq.batch_size, bcq_n),
+                              ("ensemble.batch_size", cfg.ensemble.batch_size, n),
+                              ("distill.batch_size", cfg.distill.batch_size, n),
+                              ("distill.context_size", cfg.distill.context_size, n)):
+        if value > limit:
+            raise MbmlError(f"{key}={value}: must be at most the {limit} transitions per task of {where}")
 
 
 def _toy(preset: str) -> RunConfig:
@@ -286,6 +401,9 @@ PAPER = {
     "umaze-goal": dict(sac_steps=60_000, dataset=30_000, bcq_steps=50_000, threshold=0.02),
     "point-nav": dict(sac_steps=4_000, dataset=0, bcq_steps=50_000, threshold=0.0),
 }
+NO_FAMILY = dict(sac_steps=SACConfig.total_steps, dataset=0, bcq_steps=BCQConfig.steps, threshold=0.0, horizon=200)
+"""Data without a family (imported from elsewhere): the defaults, a quantile threshold (no per-family
+one is known) and a horizon of 200 for the smoke preset's SAC numbers, which nothing uses (no simulator)."""
 
 
 # `cpu` budgets, set by the 3-hour target for one family and seed on 2 cores. SAC steps per task:
@@ -301,6 +419,14 @@ PAPER = {
 CPU_SAC_STEPS = {"ant-dir": 30_000, "ant-goal": 30_000, "humanoid-dir": 30_000, "walker-param": 12_000}
 CPU_LEARNER_STEPS = {None: (10_000, 10_000, 6_000), "walker-param": (4_000, 4_000, 2_000)}
 """(BCQ steps, ensemble steps, distillation steps) of the `cpu` preset per MuJoCo family (None: the rest)."""
+
+# The `cpu` collector per family, chosen by `benchmarks/collectors.py` (docs/collectors.md: 3 seeds
+# of one task per family at 30K env steps, return against env steps and cost per step side by side).
+# Families not listed keep the authors' SAC at the preset's sizes. `paper` always keeps the authors'.
+TUNED_SAC = dict(lr=1e-3, init_temperature=0.1, warmup="uniform")
+CPU_COLLECTOR = {
+    "halfcheetah-vel": dict(TUNED_SAC, critic="crossq", adam_b1=0.5),  # -166 vs -607 today at 30K steps
+}
 
 
 # Next-state ensembles (spec §4.2) per preset, for the families whose tasks differ in dynamics
@@ -323,8 +449,9 @@ def _mujoco(family: str, preset: str, horizon: int) -> RunConfig:
     `smoke`: seconds-to-minutes, for tests."""
     from mbml.families import get_family
 
-    p = PAPER[family]
-    ens = dict(std_threshold=p["threshold"], **(NEXT_STATE[preset] if get_family(family).dynamics_differ else {}))
+    p = PAPER.get(family, NO_FAMILY)
+    differ = family is not None and get_family(family).dynamics_differ
+    ens = dict(std_threshold=p["threshold"], **(NEXT_STATE[preset] if differ else {}))
     if preset == "paper":
         return RunConfig(family=family, preset=preset,
                          sac=SACConfig(total_steps=p["sac_steps"]),
@@ -336,7 +463,7 @@ def _mujoco(family: str, preset: str, horizon: int) -> RunConfig:
         return RunConfig(
             family=family, preset=preset,
             sac=SACConfig(q_hidden=(256, 256), batch_size=128, total_steps=steps,
-                          warmup_steps=min(10_000, steps // 10)),
+                          warmup_steps=min(10_000, steps // 10), **CPU_COLLECTOR.get(family, {})),
             bcq=BCQConfig(actor_hidden=(256, 256), critic_hidden=(256, 256), vae_hidden=(256, 256), steps=bcq_steps,
                           eval_every=bcq_steps // 4, eval_episodes=3, dataset_size=min(p["dataset"], steps)),
             ensemble=EnsembleConfig(steps=ens_steps, **ens),
@@ -353,44 +480,71 @@ def _mujoco(family: str, preset: str, horizon: int) -> RunConfig:
         eval=EvalConfig(episodes=3))
 
 
-def preset(family: str, name: str) -> RunConfig:
-    """The named preset for a family."""
+def preset(family: str | None, name: str) -> RunConfig:
+    """The named preset for a family (None: data without a family get the MuJoCo families' sizes)."""
     from mbml.families import get_family
 
     if name not in PRESETS:
         raise MbmlError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    if family is None:
+        if name == "demo":
+            raise MbmlError("preset 'demo' is for point-nav; use smoke, cpu or paper for data without a family")
+        return _mujoco(None, name, NO_FAMILY["horizon"])
     fam = get_family(family)  # validates the name
-    if family == "point-nav":
-        return _toy(name) if name != "paper" else RunConfig(family=family, preset=name)
-    if name == "demo":
+    if name == "demo" and family != "point-nav":
         raise MbmlError(f"preset 'demo' is for point-nav; use smoke, cpu or paper for {family}")
-    return _mujoco(family, name, fam.horizon)
+    try:
+        if family == "point-nav":
+            return _toy(name) if name != "paper" else RunConfig(family=family, preset=name)
+        return _mujoco(family, name, fam.horizon)
+    except MbmlError as e:  # a value out of its range (RULES) in the preset's code
+        raise MbmlError(f"preset {name!r} of {family}: {e}") from None
 
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(d: dict) -> RunConfig:
-    sub = {f.name: f.type for f in dataclasses.fields(RunConfig)}
-    kinds = dict(sac=SACConfig, bcq=BCQConfig, ensemble=EnsembleConfig, distill=DistillConfig, eval=EvalConfig)
-    kw = {}
-    for k, v in d.items():
-        if k not in sub:
-            raise MbmlError(f"unknown config field {k!r}")
-        if k in kinds:
-            v = kinds[k](**{kk: tuple(vv) if isinstance(vv, list) else vv for kk, vv in v.items()})
-        kw[k] = tuple(v) if isinstance(v, list) else v
-    return RunConfig(**kw)
+def from_dict(d: dict, where: str = "") -> RunConfig:
+    """The RunConfig of `to_dict(cfg)` as read back from JSON (config.json): fields it lacks take their
+    defaults; an unknown field or a value out of range (RULES) is a one-line MbmlError starting `where`."""
+    def plain(v):  # JSON lists back to tuples
+        return tuple(v) if isinstance(v, list) else v
+
+    try:
+        if not isinstance(d, dict):
+            raise MbmlError(f"expected a table of config fields, got {shown(d)}")
+        kw = {}
+        for k, v in d.items():
+            if k not in {f.name for f in dataclasses.fields(RunConfig)}:
+                raise MbmlError(f"unknown config field {k!r}")
+            if k in SECTIONS:
+                if not isinstance(v, dict):
+                    raise MbmlError(f"{k}={shown(v)}: must be a table of its fields")
+                unknown = sorted(set(v) - {f.name for f in dataclasses.fields(SECTIONS[k])})
+                if unknown:
+                    raise MbmlError(f"unknown config field '{k}.{unknown[0]}'")
+                v = SECTIONS[k](**{kk: plain(vv) for kk, vv in v.items()})
+            kw[k] = plain(v)
+        return RunConfig(**kw)
+    except MbmlError as e:
+        raise MbmlError(f"{where}{e}") from None
+
+
+def read(path) -> RunConfig:
+    """A run folder's config.json, checked as `from_dict` checks it (errors name the file)."""
+    from mbml.io import read_json
+
+    return from_dict(read_json(path), f"{path}: ")
 
 
 def check_method(name: str) -> str:
-    if name not in METHODS:
+    if not isinstance(name, str) or name not in METHODS:
         raise MbmlError(f"unknown method {name!r}; choose from: {', '.join(METHODS)}")
     return name
 
 
-_SECTIONS = ("sac", "bcq", "ensemble", "distill", "eval")
+_SECTIONS = tuple(SECTIONS)
 
 
 def _parse(key: str, text: str, old):
@@ -413,31 +567,41 @@ def _parse(key: str, text: str, old):
                 raise ValueError
             return int(value)
         return kind(text)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: int(float("1e999"))
         what = {bool: "true or false", int: "an integer", float: "a number"}.get(kind, "a comma list of numbers")
-        raise MbmlError(f"--set {key}={text}: expected {what}, like {old!r}") from None
+        raise MbmlError(f"--set {shown(key)}={shown(text)}: expected {what}, like {old!r}") from None
 
 
 def override(cfg: RunConfig, items) -> RunConfig:
     """`cfg` with each `section.field=value` of `items` applied (`mbml run --set`), e.g.
-    `sac.total_steps=10000`, `distill.q_hidden=128,128`, `lift=map`; recorded in `cfg.overrides`."""
+    `sac.total_steps=10000`, `distill.q_hidden=128,128`, `lift=map`; recorded in `cfg.overrides`.
+    Each section changes once, with all its items, so ranges tying two fields see the values given."""
+    changes: dict[str, dict] = {}  # section ("": the top level) -> {field: value}
     for item in items:
         key, eq, text = item.partition("=")
         if not eq or not key:
             raise MbmlError(f"--set {item!r}: expected SECTION.FIELD=VALUE, e.g. distill.steps=48000")
         section, _, name = key.rpartition(".")
         if section and section not in _SECTIONS:
-            raise MbmlError(f"--set {key}: unknown section {section!r}; choose from: {', '.join(_SECTIONS)}")
+            raise MbmlError(f"--set {shown(key)}: unknown section {section!r}; choose from: {', '.join(_SECTIONS)}")
         target = getattr(cfg, section) if section else cfg
         names = [f.name for f in dataclasses.fields(target)
                  if section or f.name not in ("family", "preset", "overrides", *_SECTIONS)]
         if name not in names:
-            raise MbmlError(f"--set {key}: unknown field {name!r}; {section or 'the top level'} has: {', '.join(names)}")
+            raise MbmlError(f"--set {shown(key)}: unknown field {name!r}; {section or 'the top level'} has: "
+                            f"{', '.join(names)}")
         value = _parse(key, text, getattr(target, name))
         if key == "lift" and value not in typing.get_args(Lift):  # the one Literal field
-            raise MbmlError(f"--set lift={text}: choose {' or '.join(typing.get_args(Lift))}")
-        target = dataclasses.replace(target, **{name: value})
-        cfg = dataclasses.replace(cfg, **({section: target} if section else {name: value}))
+            raise MbmlError(f"--set lift={shown(text)}: choose {' or '.join(typing.get_args(Lift))}")
+        changes.setdefault(section, {})[name] = value
+    for section, values in changes.items():
+        try:
+            cfg = dataclasses.replace(cfg, **({section: dataclasses.replace(getattr(cfg, section), **values)}
+                                             if section else values))
+        except MbmlError as e:  # out of range: the field given, or one whose range a given field sets
+            field_name = str(e).partition("=")[0].rpartition(".")[2]
+            given = " ".join(shown(i) for i in items if i.partition("=")[0].rpartition(".")[0] == section)
+            raise MbmlError(f"--set {e}" if field_name in values else f"--set {given}: {e}") from None
     return dataclasses.replace(cfg, overrides=cfg.overrides + tuple(items)) if items else cfg
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mbml.errors import MbmlError
+from mbml.errors import MbmlError, one_line
 from mbml.io import clear_stale_staging, read_json, replace_dir, restore_replaced, staging_prefix, write_json
 
 FORMAT, VERSION = "mbml-dataset", 2
@@ -46,6 +46,8 @@ READS = (1, 2)
 """Format versions `load` reads (version 1 stored `next_observations` in full)."""
 _CORE = {"observations": np.float32, "actions": np.float32, "rewards": np.float32,
          "final_observations": np.float32, "terminals": np.bool_, "timeouts": np.bool_}
+_DTYPES = {**_CORE, "tasks": np.float64, "next_observations": np.float32}
+"""The dtype of every array a folder holds (extras: float32)."""
 _GIVEN = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 """The per-transition arrays users give (`from_tasks`, `from_arrays`)."""
 _CHECK_BYTES = 2 ** 24
@@ -255,7 +257,8 @@ def validate(ds: Dataset, min_tasks: int = 1) -> None:
     if ds.final_observations.shape != (k, m, d):
         raise MbmlError(f"final_observations has shape {ds.final_observations.shape}, expected {(k, m, d)} "
                         "(a row per episode end and last transition of the task with the most)")
-    for name in ("observations", "actions", "rewards", "final_observations", *[f"extra_{e}" for e in ds.extras]):
+    for name in ("observations", "actions", "rewards", "final_observations", "tasks",
+                 *[f"extra_{e}" for e in ds.extras]):
         arr = ds.extras[name[6:]] if name.startswith("extra_") else getattr(ds, name)
         for t in range(k):  # per task, so memory-mapped arrays are checked a slice at a time
             bad = ~np.isfinite(arr[t])
@@ -324,12 +327,17 @@ def load(path: Path, mmap: bool = True, min_tasks: int = 1) -> Dataset:
             arr = np.load(f, mmap_mode="r" if mmap or name == "next_observations" else None, allow_pickle=False)
         except FileNotFoundError:
             raise MbmlError(f"dataset file {f} is missing") from None
-        except (ValueError, OSError, EOFError) as e:
-            raise MbmlError(f"dataset file {f} is truncated or corrupt ({e})") from None
+        except Exception as e:  # a damaged header or body: ValueError, EOFError, tokenize's TokenError...
+            raise MbmlError(f"dataset file {f} is truncated or corrupt ({one_line(e)})") from None
         if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
             raise MbmlError(f"dataset file {f} has shape {list(arr.shape)} {arr.dtype}, "
                             f"meta.json says {spec['shape']} {spec['dtype']}")
+        want = _DTYPES.get(name, np.float32 if name.startswith("extra_") else None)
+        if want is not None and arr.dtype != want:
+            raise MbmlError(f"dataset file {f} holds {arr.dtype}; the format stores {np.dtype(want)}")
         arrays[name] = arr
+    if not isinstance(meta.get("meta", {}), dict):
+        raise MbmlError(f"{path}/meta.json: 'meta' must be a table, got {meta['meta']!r:.40}")
     missing = [k for k in (*_CORE, "tasks") if k not in arrays and k != "final_observations"]
     missing += [next_name] if next_name not in arrays else []
     if missing:
@@ -343,9 +351,22 @@ def load(path: Path, mmap: bool = True, min_tasks: int = 1) -> Dataset:
                             f"expected {list(core['observations'].shape)} float32")
         ds = Dataset(**core, final_observations=np.zeros((0, 0, 0), np.float32), tasks=np.asarray(arrays["tasks"]),
                      extras=extras, meta=meta.get("meta", {}))
-        return _with_next_observations(ds, nxt, f"{path}: ", min_tasks)
-    ds = Dataset(**core, final_observations=arrays["final_observations"], tasks=np.asarray(arrays["tasks"]),
-                 extras=extras, meta=meta.get("meta", {}))
-    validate(ds, min_tasks=min_tasks)
+        ds = _with_next_observations(ds, nxt, f"{path}: ", min_tasks)
+    else:
+        ds = Dataset(**core, final_observations=arrays["final_observations"], tasks=np.asarray(arrays["tasks"]),
+                     extras=extras, meta=meta.get("meta", {}))
+        validate(ds, min_tasks=min_tasks)
+    sizes = {"num_tasks": ds.num_tasks, "num_transitions": ds.num_transitions,
+             "obs_dim": ds.observations.shape[-1], "act_dim": ds.actions.shape[-1]}
+    for key, size in sizes.items():  # `_description` writes them; a reader of meta.json alone trusts them
+        if key in meta and not (type(meta[key]) is int and meta[key] == size):
+            raise MbmlError(f"{path}/meta.json says {key} {meta[key]!r:.20}, the arrays hold {size}")
     return ds
 
+
+def read_meta(path: Path) -> dict:
+    """The free-form meta of the dataset folder at `path` (family, seed, source) from its meta.json
+    alone, reading no array; {} if it has none."""
+    description = read_json(Path(path) / "meta.json")
+    meta = description.get("meta") if isinstance(description, dict) else None
+    return meta if isinstance(meta, dict) else {}

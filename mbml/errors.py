@@ -3,3 +3,8 @@
 
 class MbmlError(Exception):
     """A user-facing error: bad input, a corrupt file, an unknown name, a config clash."""
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (for an MbmlError that wraps a library's error)."""
+    return " ".join(str(e).split()) or type(e).__name__

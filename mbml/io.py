@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
-from mbml.errors import MbmlError
+from mbml.errors import MbmlError, one_line
 
 
 def staging_prefix(path: Path) -> str:
@@ -35,14 +35,15 @@ def clear_stale_staging(path: Path) -> None:
     host = socket.gethostname()
     for entry in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(host)}-*.*"):
         pid = entry.name[len(path.name) + len(host) + 3:].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` of this host exists (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -92,8 +93,10 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise MbmlError(f"missing file {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MbmlError(f"corrupt JSON file {path}: {e}") from None
+    except OSError as e:  # a folder, no permission
+        raise MbmlError(f"cannot read {path}: {one_line(e)}") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, an int of 5000 digits, [[[...]]]
+        raise MbmlError(f"corrupt JSON file {path}: {one_line(e)}") from None
 
 
 def save_pytree(path: Path, tree: Any) -> None:

@@ -13,8 +13,9 @@ or more), so PREFIX is a Minari namespace holding the K tasks. Each dataset has
 * `metadata["mbml"]`: {"format", "version", "family", "task_index", "num_tasks", "task" (the task
   parameters, a list of floats), "extras" (the names in infos), "meta" (mbml's free-form meta)}.
 
-Import reads datasets in the order given (task i = the i-th id); only `metadata["mbml"]["task"]` is
-required besides the standard episode fields, so datasets from elsewhere import too. mbml derives a
+Import reads datasets in the order given (task i = the i-th id) and needs only the standard episode
+fields and each task's parameters, from `tasks` (`mbml import-minari --tasks`: `mbml.task_params`) or else
+`metadata["mbml"]["task"]`, so datasets made elsewhere (Minari's `DataCollector`) import too. mbml derives a
 next state from the following transition's state within an episode (dataset format version 2), so
 an episode that ends with neither flag set, and whose last next state is not the next episode's
 first state, is imported with `timeouts` set on its last step (a cut, bootstrapped like a time limit).
@@ -36,7 +37,7 @@ import numpy as np
 
 from mbml import data as D
 from mbml.dataset_writer import DatasetWriter
-from mbml.errors import MbmlError
+from mbml.errors import MbmlError, one_line as _one_line
 from mbml.io import replace_dir
 
 _FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
@@ -51,10 +52,6 @@ def _minari():
     except ImportError as e:
         raise MbmlError(f"Minari is not installed ({e}); pip install 'mbml[minari]'") from None
     return minari
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 @contextlib.contextmanager
@@ -184,9 +181,7 @@ def _open(minari, dataset_id: str, root: Path):
     except _LOAD_ERRORS as e:
         raise MbmlError(f"Minari dataset {dataset_id} cannot be read: {_one_line(e)}") from None
     info = dataset.storage.metadata.get("mbml")
-    task = info.get("task") if isinstance(info, dict) else None
-    if not isinstance(task, list) or not task or not all(isinstance(x, (int, float)) for x in task):
-        raise MbmlError(f"Minari dataset {dataset_id} has no task parameters (metadata['mbml']['task'])")
+    info = info if isinstance(info, dict) else {}  # {}: made elsewhere
     if info.get("version", D.VERSION) not in D.READS:  # the Minari layout is the same for both
         raise MbmlError(f"Minari dataset {dataset_id} was written with mbml dataset format version "
                         f"{info['version']}; this mbml reads {' and '.join(map(str, D.READS))}")
@@ -207,6 +202,10 @@ def _check_spaces(datasets: dict) -> None:
             if space.shape != want:
                 raise MbmlError(f"Minari dataset {dataset_id} has {kind} space shape {space.shape}, "
                                 f"{first_id} has {want}; all tasks must share their spaces")
+        low, high = dataset.action_space.low, dataset.action_space.high
+        if not (np.all(low >= -1) and np.all(high <= 1)):  # the learners' actions are tanh-squashed
+            raise MbmlError(f"Minari dataset {dataset_id} has actions in [{low.min()}, {high.max()}]; mbml's "
+                            "are in [-1, 1]: collect with gymnasium.wrappers.RescaleAction(env, -1, 1)")
 
 
 @dataclass
@@ -335,8 +334,15 @@ def _fill(writer: DatasetWriter, task: int, dataset, dataset_id: str, extras: li
     _each_episode(dataset_id, dataset.iterate_episodes(), visit)
 
 
-def import_minari(dataset_ids: list[str], out_dir: Path, root: Path | None = None, force: bool = False) -> D.Dataset:
+def import_minari(dataset_ids: list[str], out_dir: Path, root: Path | None = None, force: bool = False,
+                  tasks: list[list[float] | None] | None = None, family: str | None = None) -> D.Dataset:
     """Build an mbml dataset folder at `out_dir` from Minari datasets, one per task, in the order given.
+
+    Task i's parameters are `tasks[i]` (one entry per id, None to read them) or else its
+    `metadata["mbml"]["task"]`. `family` (an mbml family) is checked against the data (sizes, task
+    length, the extras its true reward reads) and recorded in the meta; without it the meta keeps
+    the family an mbml export recorded, if any (a run folder on data without one runs only the
+    stages that need no simulator: `steps.OFFLINE_STAGES`).
 
     Two passes keep one episode in memory at a time, never the dataset. The first reads what is cheap
     (episode lengths, flags and rewards; with Minari's HDF5 storage only one row of observations per
@@ -355,16 +361,26 @@ def import_minari(dataset_ids: list[str], out_dir: Path, root: Path | None = Non
         raise MbmlError(f"{out_dir} already exists; choose another --out or use --force to replace it")
     if root is not None and not Path(root).is_dir():
         raise MbmlError(f"Minari root {root} is not a folder")
+    if tasks is not None and len(tasks) != len(dataset_ids):
+        raise MbmlError(f"--tasks gives {len(tasks)} tasks for {len(dataset_ids)} dataset ids")
+    fam = None
+    if family is not None:
+        from mbml.families import get_family
+
+        fam = get_family(family)
     with _root(root) as resolved:
         opened = {i: _open(minari, i, resolved) for i in dataset_ids}
         _check_spaces({i: d for i, (d, _) in opened.items()})
         infos = [info for _, info in opened.values()]
-        sizes = {len(info["task"]) for info in infos}
+        params = [_task(i, given, info) for i, given, info in zip(dataset_ids, tasks or [None] * len(infos), infos)]
+        sizes = {len(task) for task in params}
         if len(sizes) != 1:
             raise MbmlError(f"the datasets' task parameters have different lengths: {sorted(sizes)}")
         extras = [str(n) for n in infos[0].get("extras", [])]
         first = next(iter(opened.values()))[0]
         dims = (first.observation_space.shape[0], first.action_space.shape[0])
+        if fam is not None:
+            _check_family(fam, dims, len(params[0]), extras)
         shapes: dict[str, tuple] = {}
         plans = [_survey(d, i, extras, dims, shapes) for i, (d, _) in opened.items()]
         counts = [plan.num_transitions for plan in plans]
@@ -374,9 +390,36 @@ def import_minari(dataset_ids: list[str], out_dir: Path, root: Path | None = Non
         meta = infos[0].get("meta")
         if not isinstance(meta, dict):  # not written by mbml: record where it came from
             meta = {"source": "minari", "minari_ids": list(dataset_ids)}
-        with DatasetWriter(out_dir, np.array([info["task"] for info in infos], np.float64), counts[0],
+        if fam is not None:
+            meta = {**meta, "family": fam.name}
+        with DatasetWriter(out_dir, np.array(params, np.float64), counts[0],
                              max(plan.num_finals for plan in plans), *dims, extras={n: shapes[n] for n in extras},
                              meta=meta, min_tasks=2) as writer:
             for task, (dataset_id, (dataset, _)) in enumerate(opened.items()):
                 _fill(writer, task, dataset, dataset_id, extras, plans[task])
     return writer.close()
+
+
+def _task(dataset_id: str, given: list[float] | None, info: dict) -> list[float]:
+    """A task's parameters: those given (`--tasks`), else its `metadata["mbml"]["task"]`."""
+    if given is not None:
+        return given
+    task = info.get("task")
+    if not isinstance(task, list) or not task or not all(type(x) in (int, float) for x in task):
+        raise MbmlError(f"Minari dataset {dataset_id} has no task parameters: give them with --tasks "
+                        "(or in its metadata['mbml']['task'])")
+    return [float(x) for x in task]
+
+
+def _check_family(fam, dims: tuple[int, int], task_dim: int, extras: list[str]) -> None:
+    """The data fit `fam`: its observation and action sizes, its tasks' length, its true reward's extras."""
+    if dims != (fam.obs_dim, fam.act_dim):
+        raise MbmlError(f"the datasets have obs/action sizes {dims[0]}/{dims[1]}, family {fam.name} has "
+                        f"{fam.obs_dim}/{fam.act_dim}")
+    if task_dim != fam.train_tasks.shape[1]:
+        raise MbmlError(f"the datasets' tasks have {task_dim} parameters, family {fam.name}'s have "
+                        f"{fam.train_tasks.shape[1]}")
+    missing = [n for n in fam.extras if n not in extras]
+    if missing:
+        raise MbmlError(f"family {fam.name}'s true reward needs infos[{missing[0]!r}], which the datasets lack")
+

@@ -42,9 +42,11 @@ from mbml.ensembles import (heldout, init_members, next_state_relabeller, next_s
                             reward_target, train_ensembles, true_rewards)
 from mbml.errors import MbmlError
 from mbml.evaluate import evaluate_student, inference_diagnostic
-from mbml.families import Family, get_family
+from mbml.families import Family, data_family, get_family
 from mbml.hostenv import collect_host, evaluate_student_host, mean_returns
-from mbml.steps import HEARTBEAT, STAGES, Progress, Step, done_marker, seed_steps  # noqa: F401 (re-exported)
+from mbml.status import read_record
+from mbml.steps import (HEARTBEAT, STAGES, Progress, Step, done_marker, seed_steps,  # noqa: F401 (re-exported)
+                        stage_steps)
 from mbml.teachers import evaluate_own_tasks, train_teachers
 from mbml.train_loop import progress_file, remove_checkpoint
 from mbml.transitions import device_data
@@ -94,14 +96,18 @@ class Run:
     progress: Progress | None = None
     live: tuple[str, int, int] | None = field(default=None, repr=False)
     """(part, done, total) last reported by this process's stage in progress, for its heartbeat."""
+    loaded: tuple[int, D.Dataset] | None = field(default=None, repr=False)
+    """(seed, dataset) last loaded and checked by `dataset`, memory-mapped: one seed's at a time, so that
+    no other seed's pages stay mapped while a seed's stages run."""
 
     @staticmethod
-    def open(out: Path, cfg: RunConfig | None = None, progress: Progress | None = None) -> "Run":
-        """Open (or create) a run folder; refuses a folder made with a different config."""
+    def open(out: Path, cfg: RunConfig | None = None, progress: Progress | None = None, create: bool = True) -> "Run":
+        """Open (or create) a run folder; refuses a folder made with a different config. `create=False`
+        writes nothing yet (`save_config` does, once the command has checked its inputs)."""
         out = Path(out)
         saved = out / "config.json"
         if saved.exists():
-            old = C.from_dict(io.read_json(saved))  # fields added since then take their defaults
+            old = C.read(saved)  # fields added since then take their defaults
             if cfg is None:
                 cfg = old
             else:
@@ -112,12 +118,56 @@ class Run:
                                     "use another --out (nothing was changed)")
         elif cfg is None:
             raise MbmlError(f"{out} is not a run folder (no config.json); start it with `mbml run`")
-        family = get_family(cfg.family)
+        family = get_family(cfg.family) if cfg.family is not None else family_of_data(out)
         if out.exists() and not out.is_dir():
             raise MbmlError(f"{out} exists and is not a folder")
-        if not saved.exists():
-            io.write_json(saved, C.to_dict(cfg))
-        return Run(out, cfg, family, progress)
+        run = Run(out, cfg, family, progress)
+        if create:
+            run.save_config()
+        return run
+
+    def save_config(self) -> None:
+        """Write config.json, if the folder has none yet (a new run folder)."""
+        if not (self.out / "config.json").exists():
+            io.write_json(self.out / "config.json", C.to_dict(self.cfg))
+
+    def require(self, seed: int, name: str) -> None:
+        """A one-line MbmlError naming the command that makes step `name`'s output, unless it exists."""
+        step = next(s for s in seed_steps(METHODS, ensembles=True) if s.name == name)
+        if not (self.seed_dir(seed) / step.marker).exists():
+            which = f" --methods {step.method}" if step.method else ""
+            raise MbmlError(f"no {step.output} in {self.seed_dir(seed)}; run `mbml {step.stage} --out {self.out}"
+                            f"{which}` first")
+
+    def check_family_gives(self, method: str) -> None:
+        if METHODS[method].relabel == "true" and self.family.true_reward is None:
+            raise MbmlError(f"{method} needs the true reward, which family {self.family.name} does not give")
+
+    def check_inputs(self, seeds, methods, stages, force: bool = False) -> None:
+        """Before a command writes anything: every step that `stages` run for `seeds` (all but those done,
+        unless forced) finds what it reads, made by an earlier step of the same command or on disk (the
+        dataset loaded, validated and checked against the batch sizes); else the one-line error of the
+        first input missing."""
+        read_record(self.out)  # `record` adds to it
+        for seed in seeds:
+            made = set()  # the steps of this command so far
+            for step in stage_steps(methods, stages):
+                if not force and (self.seed_dir(seed) / step.marker).exists():
+                    continue  # done: skipped, reads nothing
+                for need in (n for n in step.needs if n not in made):
+                    if need == "collect":
+                        self.dataset(seed)
+                    else:
+                        self.require(seed, need)
+                if step.method is not None:
+                    self.check_family_gives(step.method)
+                made.add(step.name)
+            if "collect" in made:  # the collectors' whole history becomes the dataset
+                C.check_batches(self.cfg, self.cfg.sac.total_steps, "the dataset to collect (sac.total_steps)")
+            if "report" in stages:
+                for name in (*(f"evaluate_{m}" for m in methods), "references"):
+                    if name not in made:
+                        self.require(seed, name)
 
     def seed_dir(self, seed: int) -> Path:
         return self.out / f"seed_{seed}"
@@ -193,7 +243,7 @@ class Run:
 
     def record(self, seeds, methods) -> None:
         path = self.out / "run.json"
-        old = io.read_json(path) if path.exists() else {}
+        old = read_record(self.out)
         io.write_json(path, {"family": self.cfg.family, "preset": self.cfg.preset,
                              "seeds": sorted(set(old.get("seeds", [])) | set(seeds)),
                              "methods": list(dict.fromkeys([*old.get("methods", []), *methods])),
@@ -246,6 +296,7 @@ class Run:
                         writer.close()
             ds.meta.update({"seed": seed, "family": self.family.name})
             D.save(ds, d / "data")
+            self.loaded = None
         remove_checkpoint(ckpt)
 
     def collection_log(self, seed: int, fresh: bool):
@@ -269,14 +320,18 @@ class Run:
         return log, writer
 
     def dataset(self, seed: int) -> D.Dataset:
+        """The seed's dataset, validated, of the family's sizes and no smaller than the batches drawn from it."""
+        if self.loaded is not None and self.loaded[0] == seed:
+            return self.loaded[1]
+        self.require(seed, "collect")
         path = self.seed_dir(seed) / "data"
-        if not (path / "meta.json").exists():
-            raise MbmlError(f"no dataset in {path}; run `mbml collect --out {self.out}` first")
         ds = D.load(path, min_tasks=2)
         if ds.observations.shape[-1] != self.family.obs_dim or ds.actions.shape[-1] != self.family.act_dim:
             raise MbmlError(f"dataset in {path} has obs/action sizes {ds.observations.shape[-1]}/"
                             f"{ds.actions.shape[-1]}, family {self.family.name} has "
                             f"{self.family.obs_dim}/{self.family.act_dim}")
+        C.check_batches(self.cfg, ds.num_transitions, f"the dataset in {path}")
+        self.loaded = (seed, ds)
         return ds
 
     def teacher_template(self, k: int):
@@ -292,15 +347,15 @@ class Run:
             best, curve = train_teachers(self.family, self.cfg.bcq, ds, self.key(seed, "teachers"), self.cfg.lift,
                                          ckpt=d / "ckpt" / "teachers.msgpack", progress=self.bar(f"seed {seed} teachers"))
             io.save_pytree(d / "teachers.msgpack", jax.device_get(best))
-            io.write_json(d / "teachers.json", {"eval_curve": curve, "best": np.nanmax(curve, axis=0),
-                                                "eval_every": self.cfg.bcq.eval_every})
+            io.write_json(d / "teachers.json", {"eval_curve": curve, "eval_every": self.cfg.bcq.eval_every,
+                                                # None: no simulator, the last checkpoint was kept
+                                                "best": np.nanmax(curve, axis=0) if len(curve) else None})
         remove_checkpoint(d / "ckpt" / "teachers.msgpack")
 
     def load_teachers(self, seed: int):
         ds_k = self.family.train_tasks.shape[0]
         path = self.seed_dir(seed) / "teachers.msgpack"
-        if not (self.seed_dir(seed) / "teachers.json").exists():
-            raise MbmlError(f"no teachers in {self.seed_dir(seed)}; run `mbml teachers --out {self.out}` first")
+        self.require(seed, "teachers")
         return io.load_pytree(path, self.teacher_template(ds_k))
 
     def ensembles(self, seed: int, force: bool = False) -> None:
@@ -352,14 +407,12 @@ class Run:
         if kind == "none":
             return None
         if kind == "true":
-            if self.family.true_reward is None:
-                raise MbmlError(f"gt_relabel needs the true reward, which family {self.family.name} does not give")
+            self.check_family_gives(method)
             k = ds.num_tasks
             accept = np.broadcast_to(~np.eye(k, dtype=bool)[:, :, None], (k, k, ds.num_transitions))
             return {"accept": jnp.asarray(accept), "reward": jnp.asarray(true_rewards(ds, self.family.true_reward))}
         path = self.seed_dir(seed) / "relabel.npz"
-        if not (self.seed_dir(seed) / "relabel.json").exists():
-            raise MbmlError(f"no relabelling in {self.seed_dir(seed)}; run `mbml ensembles --out {self.out}` first")
+        self.require(seed, "ensembles")
         with np.load(path, allow_pickle=False) as z:
             lab = {"accept": jnp.asarray(z["accept"]), "reward": jnp.asarray(z["mean"])}
             if "next_obs" in z.files:
@@ -420,9 +473,8 @@ class Run:
         remove_checkpoint(ckpt)
 
     def load_student(self, seed: int, method: str):
+        self.require(seed, f"distill_{method}")
         path = self.seed_dir(seed) / "students" / f"{method}.msgpack"
-        if not path.exists():
-            raise MbmlError(f"no {method} student in {path.parent}; run `mbml distill --out {self.out}` first")
         tree = io.load_pytree(path, {"params": self.student_template(), "qnorm": np.zeros(2, np.float32)})
         return tree["params"]
 
@@ -490,6 +542,23 @@ class Run:
             out["dataset_returns"] = episode_returns(ds).mean(0).tolist()
             io.write_json(path, out)
         parts.clear()
+
+
+def first_dataset(out: Path) -> Path | None:
+    """The dataset folder of the run folder's first seed (by name) that has one; None if none has."""
+    found = sorted(Path(out).glob("seed_*/data/meta.json"))
+    return found[0].parent if found else None
+
+
+def family_of_data(out: Path) -> Family:
+    """The family of a run folder whose data have none (imported without --family): the sizes and
+    tasks of its first seed's dataset."""
+    path = first_dataset(out)
+    if path is None:
+        raise MbmlError(f"{out} has no family and no dataset; import one first (`mbml import-minari --out "
+                        f"{out}/seed_0/data ...`)")
+    ds = D.load(path, min_tasks=2)
+    return data_family(ds.observations.shape[-1], ds.actions.shape[-1], ds.tasks)
 
 
 class Parts:

@@ -14,7 +14,25 @@ from pathlib import Path
 
 from mbml import io
 from mbml.errors import MbmlError
+from mbml.lock import writer
 from mbml.steps import HEARTBEAT, seed_steps
+
+
+def read_record(out: Path) -> dict:
+    """A run folder's run.json (`Run.record` writes it; {} if it has none), checked: seeds and methods, where
+    given, are lists of integers and of names."""
+    path = Path(out) / "run.json"
+    rec = io.read_json(path) if path.exists() else {}
+    if not (isinstance(rec, dict) and all(type(s) is int for s in _listed(rec, "seeds"))
+            and all(isinstance(m, str) for m in _listed(rec, "methods"))):
+        raise MbmlError(f"{path} is not a run record (seeds: a list of integers, methods: a list of names); "
+                        "fix or remove it")
+    return rec
+
+
+def _listed(rec: dict, key: str) -> list:
+    value = rec.get(key, [])
+    return value if isinstance(value, list) else [None]
 
 
 def run_status(out: Path, now: float | None = None) -> list[dict]:
@@ -23,7 +41,7 @@ def run_status(out: Path, now: float | None = None) -> list[dict]:
     out = Path(out)
     if not (out / "config.json").exists():
         raise MbmlError(f"{out} is not a run folder (no config.json)")
-    recorded = io.read_json(out / "run.json") if (out / "run.json").exists() else {}
+    recorded = read_record(out)
     methods = list(recorded.get("methods", ["full", "neither"]))
     now = time.time() if now is None else now
     rows = []
@@ -77,7 +95,9 @@ def hms(seconds: float | None) -> str:
 def status_lines(out: Path, now: float | None = None) -> list[str]:
     """The status as plain text lines (what `mbml status` prints)."""
     rows = run_status(out, now)
-    lines = [f"{out}" + ("  (report written)" if (Path(out) / "results.json").exists() else "")]
+    who = writer(out)  # read only: status takes no lock
+    lines = [f"{out}" + ("  (report written)" if (Path(out) / "results.json").exists() else "")
+             + (f"  (being written by {who})" if who else "")]
     for r in rows:
         how = f"{r['done']}/{r['total']}" if r["done"] is not None else ""
         part = r["part"] if r["part"] and r["part"].replace("_", " ") not in r["stage"].replace("_", " ") else ""

@@ -13,6 +13,9 @@ HEARTBEAT = 30.0
 
 STAGES = ("collect", "teachers", "ensembles", "distill", "evaluate", "report")
 Progress = Callable[[str, int, int], None]  # (label, done, total)
+OFFLINE_STAGES = ("teachers", "ensembles")
+"""The stages that need no simulator: all that run on a folder whose data have no family (teachers
+then keep their last checkpoint, without online evaluation)."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,8 @@ class Step:
     marker: str  # the output that marks it done, relative to the seed folder (written last)
     ckpt: str = ""  # its checkpoint under ckpt/ (without .msgpack), or its kept parts (pipeline.Parts)
     method: str | None = None
+    needs: tuple[str, ...] = ()  # the steps whose outputs it reads
+    output: str = ""  # what its output is called in an error ("no teachers in ...")
 
 
 def seed_steps(methods, ensembles: bool | None = None) -> list[Step]:
@@ -31,15 +36,26 @@ def seed_steps(methods, ensembles: bool | None = None) -> list[Step]:
     (`ensembles=None`), or as asked."""
     if ensembles is None:
         ensembles = any(METHODS[m].relabel == "ensemble" for m in methods if m in METHODS)
-    steps = [Step("collect", "collect", "data/meta.json", "collect"),
-             Step("teachers", "teachers", "teachers.json", "teachers")]
+    steps = [Step("collect", "collect", "data/meta.json", "collect", output="dataset"),
+             Step("teachers", "teachers", "teachers.json", "teachers", needs=("collect",), output="teachers")]
     if ensembles:
-        steps.append(Step("ensembles", "ensembles", "relabel.json", "ensembles"))
+        steps.append(Step("ensembles", "ensembles", "relabel.json", "ensembles", needs=("collect",),
+                          output="relabelling"))
     for m in methods:
-        steps += [Step(f"distill_{m}", "distill", f"students/{m}.msgpack", f"distill_{m}", m),
-                  Step(f"evaluate_{m}", "evaluate", f"eval/{m}.json", f"evaluate_{m}", m)]
-    steps.append(Step("references", "evaluate", "eval/references.json", "references"))
+        relabels = m in METHODS and METHODS[m].relabel == "ensemble"
+        steps += [Step(f"distill_{m}", "distill", f"students/{m}.msgpack", f"distill_{m}", m,
+                       needs=("collect", "teachers", *(("ensembles",) if relabels else ())), output=f"{m} student"),
+                  Step(f"evaluate_{m}", "evaluate", f"eval/{m}.json", f"evaluate_{m}", m,
+                       needs=(f"distill_{m}", "collect"), output=f"{m} evaluation")]  # collect: the diagnostic
+    steps.append(Step("references", "evaluate", "eval/references.json", "references", needs=("collect", "teachers"),
+                      output="references"))
     return steps
+
+
+def stage_steps(methods, stages) -> list[Step]:
+    """The steps that `stages` run for one seed, in pipeline order (`mbml ensembles` alone trains the
+    ensembles even when no method asked for relabels with them)."""
+    return [s for s in seed_steps(methods, ensembles=None if "distill" in stages else True) if s.stage in stages]
 
 
 def done_marker(name: str, method: str = "") -> str:

@@ -1,7 +1,8 @@
 """Stage `teachers`: one BCQ per training task, lifted over the task axis (spec §3).
 
 Every `eval_every` steps each teacher is evaluated online on its own task and the best evaluated
-checkpoint is kept, as the authors' model selection does.
+checkpoint is kept, as the authors' model selection does. Without a simulator (data imported
+without a family) nothing is evaluated and the last checkpoint is kept.
 """
 
 from __future__ import annotations
@@ -66,14 +67,15 @@ def evaluate_own_tasks(family: Family, cfg: BCQConfig, episodes: int, teachers: 
 
 def train_teachers(family: Family, cfg: BCQConfig, ds: Dataset, key, lift_mode: str = "vmap",
                    ckpt: Path | None = None, progress: Callable[[int, int], None] | None = None):
-    """Train K teachers; return (best teachers stacked over tasks, eval curve [evals, K])."""
+    """Train K teachers; return (best teachers stacked over tasks, eval curve [evals, K]); without a
+    simulator (`family.simulated`) the last teachers and a curve of no evaluations [0, K]."""
     ds = ds.head(cfg.dataset_size)
     data = device_data(ds)
     tasks = jnp.asarray(ds.tasks, jnp.float32)
     k = ds.num_tasks
     k_init, k_run, k_eval = jax.random.split(key, 3)
     teachers = jax.vmap(lambda kk: bcq.init(cfg, kk, family.obs_dim, family.act_dim))(jax.random.split(k_init, k))
-    n_evals = -(-cfg.steps // cfg.eval_every)
+    n_evals = -(-cfg.steps // cfg.eval_every) if family.simulated else 0
     carry = {"teacher": teachers, "best": jax.tree.map(jnp.copy, teachers), "best_score": jnp.full(k, -jnp.inf),
              "curve": jnp.full((n_evals, k), jnp.nan), "key": jax.random.split(k_run, k)}
 
@@ -89,5 +91,5 @@ def train_teachers(family: Family, cfg: BCQConfig, ds: Dataset, key, lift_mode: 
         return {**c, "best": best, "best_score": jnp.maximum(score, c["best_score"]),
                 "curve": c["curve"].at[i].set(score)}
 
-    carry = run_chunks(carry, cfg.steps, cfg.eval_every, advance, ckpt, progress, after)
-    return carry["best"], np.asarray(carry["curve"])
+    carry = run_chunks(carry, cfg.steps, cfg.eval_every, advance, ckpt, progress, after if n_evals else None)
+    return carry["best"] if n_evals else carry["teacher"], np.asarray(carry["curve"])

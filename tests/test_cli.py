@@ -57,8 +57,8 @@ def corrupt_folder(out: Path, make_dataset) -> Path:
 
 
 def assert_unchanged(before: dict[str, bytes], after: dict[str, bytes]) -> None:
-    """Every file that existed before is byte-for-byte the same (the CLI may add run.json)."""
-    assert set(after) - set(before) <= {"run.json"}, sorted(set(after) - set(before))
+    """The same files, byte for byte: nothing added (not even run.json or config.json), removed or changed."""
+    assert set(after) - set(before) == set(), f"added: {sorted(set(after) - set(before))}"
     for name, content in before.items():
         assert name in after, f"{name} was removed"
         assert after[name] == content, f"{name} was changed"
@@ -95,8 +95,8 @@ def test_unknown_family_as_a_subprocess(tmp_path):
 
 
 def test_corrupt_dataset_as_a_subprocess(tmp_path, make_dataset, snapshot):
-    # only the dataset exists: the subprocess writes config.json itself (with the code it imports, so an
-    # edit of mbml/config.py during the test session cannot make the configs differ)
+    # only the dataset exists (so that the subprocess compares no config.json, made by the code this
+    # session imported, with its own preset): it finds the dataset corrupt before it writes config.json
     out = corrupt_folder(tmp_path / "run", make_dataset)
     (out / "config.json").unlink()
     before = snapshot(out)
@@ -107,8 +107,7 @@ def test_corrupt_dataset_as_a_subprocess(tmp_path, make_dataset, snapshot):
     assert "Traceback" not in p.stderr
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("mbml: error: "), p.stderr
     assert "rewards.npy" in p.stderr, p.stderr
-    after = snapshot(out)
-    assert_unchanged(before, {k: v for k, v in after.items() if k != "config.json"})
+    assert_unchanged(before, snapshot(out))
 
 
 # ------------------------------------------------------------------------ folders and their state
@@ -364,24 +363,28 @@ def test_bad_set_one_line_error_and_no_folder(tmp_path, capsys, item, fragments)
     assert not out.exists()
 
 
-def test_set_is_kept_and_stage_commands_follow_it(tmp_path, capsys, make_dataset):
+def test_set_is_kept_and_stage_commands_follow_it(tmp_path, capsys, monkeypatch):
     """`mbml run --set` writes the changed config with its overrides; a stage command on the folder
     uses them, and `mbml run` without them is refused with the overrides named."""
     from mbml import io
     from mbml.config import from_dict
+    from mbml.errors import MbmlError
 
-    out = corrupt_folder(tmp_path / "run", make_dataset)  # the run stops at the dataset, after config.json
-    (out / "config.json").unlink()
-    changes = ["sac.total_steps=20", "distill.q_hidden=16,16"]
+    def stop(self, seed, force=False):  # the run stops at its first stage, after config.json and run.json
+        raise MbmlError("collection stopped by the test")
+
+    monkeypatch.setattr(Run, "collect", stop)
+    out = tmp_path / "run"
+    changes = ["sac.total_steps=300", "distill.q_hidden=16,16"]
     code, _, err = run_cli(["run", "--preset", "smoke", "--set", *changes, "--out", out, "--quiet"], capsys)
-    assert_one_line_error(code, err, "rewards.npy")
+    assert_one_line_error(code, err, "collection stopped by the test")
     saved = from_dict(io.read_json(out / "config.json"))
-    assert saved.sac.total_steps == 20 and saved.distill.q_hidden == (16, 16)
+    assert saved.sac.total_steps == 300 and saved.distill.q_hidden == (16, 16)
     assert saved.overrides == tuple(changes) and saved.bcq == preset("point-nav", "smoke").bcq
     code, _, err = run_cli(["teachers", "--out", out, "--quiet"], capsys)
-    assert_one_line_error(code, err, "rewards.npy")  # past the config check: it read the overrides
+    assert_one_line_error(code, err, "no dataset")  # past the config check: it read the overrides
     code, _, err = run_cli(["run", "--preset", "smoke", "--out", out, "--quiet"], capsys)
-    assert_one_line_error(code, err, "different config", "--set sac.total_steps=20 distill.q_hidden=16,16")
+    assert_one_line_error(code, err, "different config", "--set sac.total_steps=300 distill.q_hidden=16,16")
 
 
 def test_stage_commands_follow_the_folder_after_its_preset_changed(tmp_path, capsys, make_dataset):

@@ -678,6 +678,12 @@ def test_read_json_corrupt_and_missing(tmp_path):
     (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00")
     raises_one_line(io.read_json, tmp_path / "bin.json", match="corrupt JSON")
     raises_one_line(io.read_json, tmp_path / "none.json", match="missing file")
+    (tmp_path / "big.json").write_text("1" * 5000)  # more digits than Python converts to an int
+    raises_one_line(io.read_json, tmp_path / "big.json", match="corrupt JSON")
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    raises_one_line(io.read_json, tmp_path / "deep.json", match="corrupt JSON")
+    (tmp_path / "dir.json").mkdir()
+    raises_one_line(io.read_json, tmp_path / "dir.json", match="cannot read")
 
 
 # ------------------------------------------------------------------------------- resumable loops

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -275,7 +277,7 @@ def test_cli_without_minari(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("name,options", [
     ("export-minari", ["--out", "--prefix", "--seed", "--root", "--force"]),
-    ("import-minari", ["--ids", "--out", "--root", "--force"]),
+    ("import-minari", ["--ids", "--out", "--tasks", "--family", "--root", "--force"]),
 ])
 def test_help(capsys, name, options):
     code, out, _ = run_cli([name, "--help"], capsys)
@@ -448,3 +450,139 @@ def test_import_memory_does_not_grow_with_the_dataset(tmp_path, monkeypatch):
 
     last = list(minari.load_dataset(ids[3]).iterate_episodes([episodes - 1]))[0]
     assert ds.next_obs(3)[-steps:].tobytes() == last.observations[1:].tobytes()
+
+
+# ------------------------------------------------------------- data made elsewhere: --tasks, --family
+
+
+def _pendulum(root: Path, monkeypatch, gravities, episodes: int = 3, steps: int = 50, rescale: bool = True):
+    """One Minari dataset per gravity of gymnasium's Pendulum-v1 (a task parameter Minari's metadata
+    cannot hold), recorded by Minari's own DataCollector from random actions; their ids."""
+    import gymnasium as gym
+    from minari import DataCollector
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    ids = []
+    for g in gravities:
+        env = gym.make("Pendulum-v1", g=g, max_episode_steps=steps)
+        env = DataCollector(gym.wrappers.RescaleAction(env, -1.0, 1.0) if rescale else env)
+        env.action_space.seed(0)
+        for episode in range(episodes):
+            env.reset(seed=episode)
+            done = False
+            while not done:
+                _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+                done = terminated or truncated
+        with warnings.catch_warnings():  # author, e-mail, code permalink... are optional
+            warnings.simplefilter("ignore", UserWarning)
+            env.create_dataset(f"pendulum/g{g:g}-v0", algorithm_name="random")
+        env.close()
+        ids.append(f"pendulum/g{g:g}-v0")
+    return ids
+
+
+@pytest.mark.filterwarnings("ignore:.*precision lowered by casting")  # Pendulum's float64 bounds, in Minari
+def test_datacollector_datasets_of_a_stock_env_import_with_tasks_and_train_teachers(tmp_path, monkeypatch, capsys,
+                                                                                      snapshot):
+    """The round trip of the README: a user's Pendulum data for two gravities, recorded with Minari's
+    DataCollector, import with --tasks into a run folder without a family; `mbml teachers` trains
+    the two teachers (no simulator: no online evaluation, the last checkpoint kept), and a stage that
+    needs a simulator says so in one line and changes nothing."""
+    import minari
+
+    from mbml import io
+    from mbml.pipeline import Run
+
+    ids = _pendulum(tmp_path / "minari", monkeypatch, (5.0, 15.0))
+    run = tmp_path / "run"
+    run_ok(["import-minari", "--ids", *ids, "--tasks", "5", "15", "--out", run / "seed_0" / "data"], capsys)
+    ds = D.load(run / "seed_0" / "data")
+    assert ds.tasks.tolist() == [[5.0], [15.0]] and ds.observations.shape == (2, 150, 3)
+    assert "family" not in ds.meta and ds.meta["minari_ids"] == ids
+    first = list(minari.load_dataset(ids[1]).iterate_episodes())[0]
+    assert ds.actions[1, :50].tobytes() == np.asarray(first.actions, np.float32).tobytes()
+    assert ds.timeouts.sum() == 6 and not ds.terminals.any()  # three 50-step episodes per task
+
+    run_ok(["teachers", "--out", run, "--preset", "smoke", "--quiet"], capsys)
+    assert io.read_json(run / "config.json")["family"] is None
+    assert io.read_json(run / "seed_0" / "teachers.json") == {"eval_curve": [], "eval_every": 20, "best": None}
+    opened = Run.open(run)
+    assert (opened.family.obs_dim, opened.family.act_dim, opened.family.simulated) == (3, 1, False)
+    teachers = opened.load_teachers(0)
+    leaves = jax.tree.leaves(teachers)
+    assert all(leaf.shape[0] == 2 and np.isfinite(leaf).all() for leaf in leaves)
+    untrained = jax.tree.leaves(opened.teacher_template(2))
+    assert any(not np.array_equal(a, b) for a, b in zip(leaves, untrained))
+
+    before = snapshot(run)
+    code, _, err = run_cli(["distill", "--out", run, "--quiet"], capsys)
+    assert_one_line_error(code, err, "`mbml distill` needs a simulator", "no family", "`mbml teachers`")
+    assert snapshot(run) == before
+
+
+def test_import_refuses_actions_outside_the_unit_box(tmp_path, monkeypatch, capsys):
+    ids = _pendulum(tmp_path / "minari", monkeypatch, (5.0, 15.0), episodes=1, steps=5, rescale=False)
+    code, _, err = run_cli(["import-minari", "--ids", *ids, "--tasks", "5", "15", "--out", tmp_path / "back"], capsys)
+    assert_one_line_error(code, err, ids[0], "actions in [-2.0, 2.0]", "RescaleAction(env, -1, 1)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["minari"]
+
+
+def test_tasks_given_override_and_complete_the_metadata(tmp_path, monkeypatch):
+    """`tasks` entries win over metadata['mbml']['task']; a None entry falls back to it."""
+    from minari.data_collector import EpisodeBuffer
+
+    def episodes_of(rng):
+        return [EpisodeBuffer(observations=rng.normal(size=(5, 3)).astype(np.float32),
+                              actions=rng.uniform(-1, 1, (4, 1)).astype(np.float32),
+                              rewards=rng.normal(size=4).astype(np.float32), terminations=np.eye(4, dtype=bool)[3],
+                              truncations=np.zeros(4, bool))]
+
+    ids = _elsewhere(tmp_path / "minari", monkeypatch, episodes_of)  # metadata tasks [0, 1] and [1, 1]
+    ds = import_minari(ids, tmp_path / "back", tasks=[[7.0, 8.0], None])
+    assert ds.tasks.tolist() == [[7.0, 8.0], [1.0, 1.0]]
+    with pytest.raises(MbmlError, match=re.escape("--tasks gives 1 tasks for 2 dataset ids")):
+        import_minari(ids, tmp_path / "again", tasks=[[7.0, 8.0]])
+    with pytest.raises(MbmlError, match=re.escape("task parameters have different lengths: [1, 2]")):
+        import_minari(ids, tmp_path / "again", tasks=[[7.0], None])
+    assert not (tmp_path / "again").exists()
+
+
+def test_family_is_checked_against_the_data_and_recorded(tmp_path, monkeypatch, capsys):
+    """--family: the data must have its sizes and task length; it is recorded in the dataset's meta,
+    and a run folder made on the data takes it."""
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    from mbml.pipeline import first_dataset
+
+    def episodes_of(rng):  # point-nav's sizes: 2-D observations and actions
+        return [EpisodeBuffer(observations=rng.normal(size=(5, 2)).astype(np.float32),
+                              actions=rng.uniform(-1, 1, (4, 2)).astype(np.float32),
+                              rewards=rng.normal(size=4).astype(np.float32), terminations=np.zeros(4, bool),
+                              truncations=np.eye(4, dtype=bool)[3])]
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    rng = np.random.default_rng(0)
+    ids = []
+    for i in range(2):
+        with pytest.warns(UserWarning):
+            minari.create_dataset_from_buffers(f"nav/task{i}-v0", episodes_of(rng),
+                                               observation_space=gym.spaces.Box(-np.inf, np.inf, (2,), np.float32),
+                                               action_space=gym.spaces.Box(-1, 1, (2,), np.float32))
+        ids.append(f"nav/task{i}-v0")
+    code, _, err = run_cli(["import-minari", "--ids", *ids, "--tasks", "1", "2", "--family", "point-nav",
+                            "--out", tmp_path / "back"], capsys)
+    assert_one_line_error(code, err, "the datasets' tasks have 1 parameters, family point-nav's have 2")
+    code, _, err = run_cli(["import-minari", "--ids", *ids, "--tasks", "1,0", "0,1", "--family", "ant-dir",
+                            "--out", tmp_path / "back"], capsys)
+    assert_one_line_error(code, err, "obs/action sizes 2/2, family ant-dir has 111/8")
+    code, _, err = run_cli(["import-minari", "--ids", *ids, "--tasks", "1,0", "0,1", "--family", "bogus",
+                            "--out", tmp_path / "back"], capsys)
+    assert_one_line_error(code, err, "unknown family 'bogus'")
+    assert not (tmp_path / "back").exists()
+
+    run_ok(["import-minari", "--ids", *ids, "--tasks", "1,0", "0,1", "--family", "point-nav",
+            "--out", tmp_path / "run" / "seed_0" / "data"], capsys)
+    assert D.load(tmp_path / "run" / "seed_0" / "data").meta["family"] == "point-nav"
+    assert D.read_meta(first_dataset(tmp_path / "run"))["family"] == "point-nav"

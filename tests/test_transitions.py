@@ -150,10 +150,10 @@ def test_host_collection_with_terminations_keeps_the_env_next_observations(monke
         stepped.append(out[0].copy())
         return out
 
-    def record_update(cfg_, act_dim, lift_mode, states, buf, t, key):
+    def record_update(cfg_, act_dim, lift_mode, states, buf, t, key, sums):
         if int(t) == 50:  # mid-chunk: transitions 0..50, the newest included
             seen["batch"] = jax.vmap(gather)(buf, jnp.broadcast_to(jnp.arange(51), (3, 51)))
-        return update(cfg_, act_dim, lift_mode, states, buf, t, key)
+        return update(cfg_, act_dim, lift_mode, states, buf, t, key, sums)
 
     monkeypatch.setattr(hostenv.TaskEnvs, "step", record_step)
     monkeypatch.setattr(hostenv, "_update", record_update)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from mbml.errors import MbmlError
-from mbml.families.base import Family, JaxEnv
+from mbml.families.base import Family, JaxEnv, data_family
 
 # name -> "module:attribute" of a zero-argument function returning the Family (imported lazily so
 # the toy never imports MuJoCo).
@@ -39,4 +39,4 @@ def get_family(name: str) -> Family:
 _CACHE: dict[str, Family] = {}
 
 
-__all__ = ["FAMILIES", "Family", "JaxEnv", "get_family"]
+__all__ = ["FAMILIES", "Family", "JaxEnv", "data_family", "get_family"]

@@ -76,8 +76,9 @@ class Family:
     horizon: int
     train_tasks: np.ndarray
     test_tasks: np.ndarray
-    make_env: Callable[..., Any]
-    """make_env(task, **options) -> gymnasium.Env whose task can change via env.unwrapped.set_task."""
+    make_env: Callable[..., Any] | None
+    """make_env(task, **options) -> gymnasium.Env whose task can change via env.unwrapped.set_task
+    (None: no simulator, for data without a family: `data_family`)."""
     ood_tasks: np.ndarray | None = None
     true_reward: TrueReward | None = None
     """Reward of any task for stored transitions; used by `gt_relabel` and to measure relabelling error."""
@@ -93,3 +94,16 @@ class Family:
     view: StateView = OBS_XY
     """How the datasets figure shows the states each task's data visited."""
     task_names: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def simulated(self) -> bool:
+        """Whether episodes can be run (online evaluation, collection): False for `data_family`."""
+        return self.make_env is not None or self.jax_env is not None
+
+
+def data_family(obs_dim: int, act_dim: int, tasks: np.ndarray) -> Family:
+    """What is known of the family of data imported without one: their sizes and tasks (the training
+    tasks); no simulator, no true reward, no test tasks."""
+    tasks = np.asarray(tasks, np.float64)
+    return Family(name="(no family)", obs_dim=obs_dim, act_dim=act_dim, horizon=0, train_tasks=tasks,
+                  test_tasks=tasks[:0], make_env=None, notes="data imported without a family")

@@ -101,5 +101,3 @@ def family() -> Family:
         true_reward=true_reward, jax_env=JaxEnv(reset, step), oracle=oracle,
         notes="2-D point, goal on the upper unit half circle (paper Fig. 1).")
 
-
-gym.register("mbml/PointNav-v0", entry_point=PointNavEnv, max_episode_steps=HORIZON)
