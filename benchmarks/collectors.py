@@ -15,8 +15,8 @@ wall ms per env step of the lifted collection, measured in separate short rounds
 variants (median of `--rounds`), because the long runs share the machine with whatever else runs.
 
 Each (family, variant) is kept in OUT/FAMILY/VARIANT.json as soon as it is done, so a stopped
-comparison continues where it stopped. `--report DIR` writes DIR/collectors.md's table and
-DIR/collectors.png from whatever is done.
+comparison continues where it stopped. `--report DIR` writes the table into DIR/collectors.md
+(between its table markers; the text around them is kept) and DIR/collectors.png, from whatever is done.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mbml.config import preset
+from mbml.config import SACConfig, preset
 from mbml.families import get_family
 from mbml.hostenv import collect_host
 
@@ -51,8 +51,13 @@ uniform warm-up) with the temperature starting at 0.1; `today-*` change only the
 of `today` (added after the tuned settings lost on ant-dir, to separate the two)."""
 
 
+AUTHORS = {name: getattr(SACConfig(), name)
+           for name in ("lr", "init_temperature", "learn_temperature", "warmup", "critic", "n_step", "adam_b1")}
+"""The authors' collector settings (SACConfig's defaults), which `today` means whatever the preset now uses."""
+
+
 def config(family: str, variant: str, steps: int):
-    cfg = preset(family, "cpu").sac
+    cfg = dataclasses.replace(preset(family, "cpu").sac, **AUTHORS)
     return dataclasses.replace(cfg, total_steps=steps, warmup_steps=min(cfg.warmup_steps, steps // 10),
                                **VARIANTS[variant])
 
@@ -108,7 +113,7 @@ def report(out: Path, docs: Path) -> None:
     families = [f for f in results]
     fig, axes = plt.subplots(1, len(families), figsize=(5 * len(families), 3.8), squeeze=False)
     lines = ["| family | variant | final return (mean of seeds; per seed) | ms per env step (x today) | "
-             "return per CPU-minute vs today |", "|---|---|---|---|---|"]
+             "gain in final return over `today`, at its cost |", "|---|---|---|---|---|"]
     for ax, f in zip(axes[0], families):
         base = cost.get(f, {}).get("today")
         for v in VARIANTS:
@@ -133,8 +138,15 @@ def report(out: Path, docs: Path) -> None:
     fig.tight_layout()
     docs.mkdir(parents=True, exist_ok=True)
     fig.savefig(docs / "collectors.png", dpi=110)
-    (docs / "collectors-table.md").write_text("\n".join(lines) + "\n")
+    page = docs / "collectors.md"
+    text = page.read_text() if page.exists() else f"{TABLE_START}\n{TABLE_END}\n"
+    head, _, rest = text.partition(TABLE_START)
+    _, _, tail = rest.partition(TABLE_END)
+    page.write_text(f"{head}{TABLE_START}\n" + "\n".join(lines) + f"\n{TABLE_END}{tail}")
     print("\n".join(lines))
+
+
+TABLE_START, TABLE_END = "<!-- table: benchmarks/collectors.py --report-only --report docs -->", "<!-- end of table -->"
 
 
 def zero_action_return(family: str, episodes: int = 3) -> float:

@@ -137,3 +137,16 @@ def test_batches_no_larger_than_the_dataset():
         "ensemble.batch_size=128: must be at most the 127 transitions per task of D")
     cut = dataclasses.replace(SMOKE, bcq=dataclasses.replace(SMOKE.bcq, dataset_size=99))
     assert error_of(C.check_batches, cut, 10_000, "D").startswith("bcq.batch_size=100: must be at most the 99 ")
+
+
+def test_drift_counts_a_field_added_since_with_its_default():
+    """A run made before `sac.critic` existed collected with the authors' MLP critic (the default a
+    resumed run takes); today's ant-dir `cpu` preset uses LayerNorm, so the run is labelled older."""
+    from mbml.config import drift, preset, to_dict
+
+    stored = to_dict(preset("ant-dir", "cpu"))
+    assert drift(stored) == []
+    for name in ("critic", "init_temperature", "warmup", "adam_b1", "learn_temperature", "n_step"):
+        del stored["sac"][name]
+    stored["sac"]["lr"] = 3e-4
+    assert drift(stored) == ["sac.lr=0.0003", "sac.critic=mlp", "sac.init_temperature=1.0", "sac.warmup=policy"]
