@@ -417,7 +417,11 @@ one is known) and a horizon of 200 for the smoke preset's SAC numbers, which not
 # min, teachers 42, ensembles 29 and distillation 0.8 s/step, about 3.5 h in all, so it now has
 # 12K SAC steps and (4K, 4K, 2K): about 2.7 h from those rates (not yet run end to end).
 CPU_SAC_STEPS = {"ant-dir": 30_000, "ant-goal": 30_000, "humanoid-dir": 30_000, "walker-param": 12_000}
-CPU_LEARNER_STEPS = {None: (10_000, 10_000, 6_000), "walker-param": (4_000, 4_000, 2_000)}
+CPU_LEARNER_STEPS = {None: (10_000, 10_000, 6_000), "walker-param": (4_000, 4_000, 2_000),
+                     # 10K BCQ steps left the teachers at -930 on CrossQ-collected data (no better than
+                     # standing still); on the same data 30K reached -497 (best per task), still rising
+                     # (docs/results.md); 19 min of teachers on 2 cores
+                     "halfcheetah-vel": (30_000, 10_000, 6_000)}
 """(BCQ steps, ensemble steps, distillation steps) of the `cpu` preset per MuJoCo family (None: the rest)."""
 
 # The `cpu` collector per family, chosen by `benchmarks/collectors.py` (docs/collectors.md: 3 seeds
