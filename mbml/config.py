@@ -215,6 +215,86 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ContextualBCQConfig:
+    """Contextual BCQ (baselines spec §1): one BCQ whose nets all take z from the product-of-Gaussians
+    encoder, trained from scratch on every task's dataset; the encoder learns from the VAE and critic
+    losses (no KL term), the actor sees z detached. Defaults are the authors' (`paper`)."""
+
+    latent_dim: int = 20
+    """Size of the task variable z."""
+    encoder_hidden: tuple[int, ...] = (200, 200, 200)
+    """Per-transition context encoder (product of Gaussians over a context)."""
+    actor_hidden: tuple[int, ...] = (1024,) * 8
+    """Perturbation network xi(s, a, z)."""
+    critic_hidden: tuple[int, ...] = (1024,) * 9
+    """Each of the two critic heads Q(s, a, z)."""
+    vae_hidden: tuple[int, ...] = (1024,) * 7
+    """VAE encoder and decoder G(s, u, z)."""
+    lam: float = 0.75
+    """Soft clipped double-Q weight: lam * min + (1 - lam) * max."""
+    phi: float = 0.05
+    """Perturbation scale: a' = clip(a + phi * xi(s, a, z))."""
+    gamma: float = 0.99
+    """Discount."""
+    tau: float = 5e-3
+    """Polyak rate of critic and actor targets."""
+    lr: float = 3e-4
+    """Adam learning rate of actor, critic, VAE and encoder."""
+    context_size: int = 128
+    """Context transitions per task per step (drawn with replacement from the task's dataset)."""
+    batch_size: int = 128
+    """RL transitions per task per step; every training task is in every step."""
+    num_candidates: int = 10
+    """Decoded candidate actions per state, for targets and action selection."""
+    steps: int = 100_000
+    """Gradient steps."""
+    eval_every: int = 5_000
+    """Evaluate (the protocol, on training and test tasks) every this many steps; the best on the
+    training tasks is kept, as for the MBML students."""
+
+    def __post_init__(self):
+        _validate("contextual_bcq", self)
+
+
+@dataclass(frozen=True)
+class BatchPEARLConfig:
+    """Batch PEARL (baselines spec §2): PEARL's soft actor-critic with a V function, trained only from
+    the fixed datasets; the encoder learns from the Q loss and the KL term. Defaults are the authors'."""
+
+    latent_dim: int = 5
+    """Size of the task variable z."""
+    encoder_hidden: tuple[int, ...] = (200, 200, 200)
+    """Per-transition context encoder (product of Gaussians over a context)."""
+    hidden: tuple[int, ...] = (300, 300, 300)
+    """Hidden layers of Q1, Q2, V and the tanh-Gaussian policy."""
+    reward_scale: float = 5.0
+    """Rewards are multiplied by this in the Q target (PEARL has no temperature: this sets the entropy trade-off)."""
+    gamma: float = 0.99
+    """Discount."""
+    tau: float = 5e-3
+    """Polyak rate of the target V network."""
+    lr: float = 3e-4
+    """Adam learning rate of policy, Q1, Q2, V and encoder."""
+    kl_weight: float = 0.1
+    """lambda of KL(q(z|c) || N(0, I)), summed over the meta-batch (1.0 for ant-goal)."""
+    meta_batch: int = 16
+    """Tasks per step, drawn uniformly with replacement from the training tasks."""
+    context_size: int = 100
+    """Context transitions per drawn task (with replacement from its dataset)."""
+    batch_size: int = 256
+    """RL transitions per drawn task per step."""
+    policy_reg: float = 1e-3
+    """Weight of the policy's mean and log-std penalties (each mean of squares)."""
+    steps: int = 100_000
+    """Gradient steps."""
+    eval_every: int = 5_000
+    """Evaluate every this many steps; the best on the training tasks is kept."""
+
+    def __post_init__(self):
+        _validate("batch_pearl", self)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a run's numbers, besides the seed."""
 
@@ -227,6 +307,8 @@ class RunConfig:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    contextual_bcq: ContextualBCQConfig = field(default_factory=ContextualBCQConfig)
+    batch_pearl: BatchPEARLConfig = field(default_factory=BatchPEARLConfig)
     lift: Lift = "vmap"
     """How per-task learners are lifted over the task axis: `vmap` (parallel) or `map` (sequential lax.map)."""
     overrides: tuple[str, ...] = ()
@@ -237,7 +319,7 @@ class RunConfig:
 
 
 SECTIONS = {"sac": SACConfig, "bcq": BCQConfig, "ensemble": EnsembleConfig, "distill": DistillConfig,
-            "eval": EvalConfig}
+            "eval": EvalConfig, "contextual_bcq": ContextualBCQConfig, "batch_pearl": BatchPEARLConfig}
 
 
 class Rule(NamedTuple):
@@ -300,6 +382,14 @@ RULES: dict[str, dict[str, Rule]] = {
                     hard_negative_sets=at_least(2),  # Eq. 11's within-task distance compares two sets of a task
                     q_target_scale=WEIGHT, eval_every=POSITIVE),
     "eval": dict(episodes=POSITIVE, score_from=COUNT, num_candidates=POSITIVE, repeats=POSITIVE),
+    "contextual_bcq": dict(latent_dim=POSITIVE, encoder_hidden=WIDTHS, actor_hidden=WIDTHS, critic_hidden=WIDTHS,
+                           vae_hidden=WIDTHS, lam=FRACTION, phi=WEIGHT, gamma=DISCOUNT, tau=POLYAK, lr=RATE,
+                           context_size=POSITIVE, batch_size=POSITIVE, num_candidates=POSITIVE, steps=POSITIVE,
+                           eval_every=POSITIVE),
+    "batch_pearl": dict(latent_dim=POSITIVE, encoder_hidden=WIDTHS, hidden=WIDTHS, reward_scale=RATE,
+                        gamma=DISCOUNT, tau=POLYAK, lr=RATE, kl_weight=WEIGHT, meta_batch=POSITIVE,
+                        context_size=POSITIVE, batch_size=POSITIVE, policy_reg=WEIGHT, steps=POSITIVE,
+                        eval_every=POSITIVE),
     "": dict(family=Rule(lambda v: v is None or v in FAMILIES,  # None: data imported without a family
                          f"choose one of {', '.join(FAMILIES)} (or null: data without a family)"),
              preset=one_of(PRESETS), lift=one_of(typing.get_args(Lift)),
@@ -379,8 +469,16 @@ def _toy(preset: str) -> RunConfig:
         "cpu": (4000, 6000, 4000, 24000),
     }
     sac_steps, bcq_steps, ens_steps, distill_steps = budgets[preset]
+    # Baselines at the student's sizes, context length, batch and steps (a fair comparison at equal
+    # gradient steps), the toy's discount, and the toy presets' larger step size (1e-3; the authors 3e-4).
+    ctx, batch = 2 * student["context_size"], student.get("batch_size", DistillConfig.batch_size)
+    base = dict(latent_dim=6, encoder_hidden=(32, 32), gamma=0.9, lr=1e-3, context_size=ctx, batch_size=batch,
+                steps=distill_steps, eval_every=max(distill_steps // 5, 1))
     return RunConfig(
         family="point-nav", preset=preset,
+        contextual_bcq=ContextualBCQConfig(**base, actor_hidden=(64, 64), critic_hidden=(64, 64),
+                                           vae_hidden=(64, 64)),
+        batch_pearl=BatchPEARLConfig(**base, hidden=(64, 64), meta_batch=16),
         sac=SACConfig(**small, lr=1e-3, gamma=0.9, batch_size=128, warmup_steps=min(200, sac_steps // 3),
                       total_steps=sac_steps),
         bcq=BCQConfig(**net, lr=1e-3, gamma=0.9, steps=bcq_steps, eval_every=max(bcq_steps // 4, 1)),
@@ -401,6 +499,10 @@ PAPER = {
     "umaze-goal": dict(sac_steps=60_000, dataset=30_000, bcq_steps=50_000, threshold=0.02),
     "point-nav": dict(sac_steps=4_000, dataset=0, bcq_steps=50_000, threshold=0.0),
 }
+# Batch PEARL's per-family settings (baselines spec §2.8): context size, meta-batch, KL weight.
+PEARL = {"ant-dir": dict(context_size=256, meta_batch=4), "ant-goal": dict(context_size=256, meta_batch=10, kl_weight=1.0),
+         "halfcheetah-vel": dict(context_size=100), "humanoid-dir": dict(context_size=256),
+         "walker-param": dict(context_size=100), "umaze-goal": dict(context_size=128)}
 NO_FAMILY = dict(sac_steps=SACConfig.total_steps, dataset=0, bcq_steps=BCQConfig.steps, threshold=0.0, horizon=200)
 """Data without a family (imported from elsewhere): the defaults, a quantile threshold (no per-family
 one is known) and a horizon of 200 for the smoke preset's SAC numbers, which nothing uses (no simulator)."""
@@ -459,16 +561,22 @@ def _mujoco(family: str, preset: str, horizon: int) -> RunConfig:
     p = PAPER.get(family, NO_FAMILY)
     differ = family is not None and get_family(family).dynamics_differ
     ens = dict(std_threshold=p["threshold"], **(NEXT_STATE[preset] if differ else {}))
+    pearl = PEARL.get(family, {})
     if preset == "paper":
-        return RunConfig(family=family, preset=preset,
+        return RunConfig(family=family, preset=preset, batch_pearl=BatchPEARLConfig(**pearl),
                          sac=SACConfig(total_steps=p["sac_steps"]),
                          bcq=BCQConfig(steps=p["bcq_steps"], dataset_size=p["dataset"]),
                          ensemble=EnsembleConfig(**ens))
     if preset == "cpu":
         steps = CPU_SAC_STEPS.get(family, p["sac_steps"])
         bcq_steps, ens_steps, distill_steps = CPU_LEARNER_STEPS.get(family, CPU_LEARNER_STEPS[None])
+        wide = (256,) * 3  # the student's sizes; baselines train as many steps as a student
         return RunConfig(
             family=family, preset=preset,
+            contextual_bcq=ContextualBCQConfig(encoder_hidden=(200, 200), actor_hidden=wide, critic_hidden=wide,
+                                               vae_hidden=wide, steps=distill_steps, eval_every=distill_steps // 4),
+            batch_pearl=BatchPEARLConfig(**pearl, encoder_hidden=(200, 200), hidden=wide, steps=distill_steps,
+                                         eval_every=distill_steps // 4),
             sac=SACConfig(q_hidden=(256, 256), batch_size=128, total_steps=steps,
                           warmup_steps=min(10_000, steps // 10), **CPU_COLLECTOR.get(family, {})),
             bcq=BCQConfig(actor_hidden=(256, 256), critic_hidden=(256, 256), vae_hidden=(256, 256), steps=bcq_steps,
@@ -477,8 +585,11 @@ def _mujoco(family: str, preset: str, horizon: int) -> RunConfig:
             distill=DistillConfig(encoder_hidden=(200, 200), q_hidden=(256,) * 3, g_hidden=(256,) * 3,
                                   xi_hidden=(256,) * 3, steps=distill_steps, eval_every=distill_steps // 4))
     w = (32, 32)  # smoke
+    tiny = dict(latent_dim=4, encoder_hidden=w, context_size=16, batch_size=32, steps=40, eval_every=20)
     return RunConfig(
         family=family, preset=preset,
+        contextual_bcq=ContextualBCQConfig(**tiny, actor_hidden=w, critic_hidden=w, vae_hidden=w),
+        batch_pearl=BatchPEARLConfig(**tiny, hidden=w, meta_batch=4),
         sac=SACConfig(policy_hidden=w, q_hidden=w, batch_size=64, total_steps=2 * horizon, warmup_steps=horizon),
         bcq=BCQConfig(actor_hidden=w, critic_hidden=w, vae_hidden=w, steps=40, eval_every=20, eval_episodes=1),
         ensemble=EnsembleConfig(members=4, hidden=(32,), steps=40, **ens),
