@@ -56,7 +56,8 @@ from mbml import bcq, hostenv, sac, student as S  # noqa: E402
 from mbml.collect import empty_buffer  # noqa: E402
 from mbml.config import METHODS, preset  # noqa: E402
 from mbml.data import Dataset  # noqa: E402
-from mbml.distill import _chunk as distill_chunk, loss_fn, optimizer  # noqa: E402
+from mbml.distill import _chunk as distill_chunk, agent as student_agent, loss_fn, optimizer  # noqa: E402
+from mbml.evaluate import protocol  # noqa: E402
 from mbml.ensembles import (ACTIVATION_BUDGET, _chunk as ensemble_chunk, _mean_std, init_members,  # noqa: E402
                             relabel, reward_target)
 from mbml.families import get_family  # noqa: E402
@@ -335,7 +336,7 @@ def teacher_round(fam, cfg, teachers, episodes: int) -> tuple[float, int]:
 
 
 def student_protocol(fam, cfg, ev, params, tasks) -> tuple[float, int]:
-    """The evaluation protocol (`hostenv.evaluate_student_host`'s body on TaskEnvs that count their
+    """The evaluation protocol (`evaluate.protocol` on TaskEnvs that count their
     steps), run twice with the same key so that the second run's shapes (contexts of the episodes so
     far) are compiled: (seconds of the second run, K-task env steps it took). Env construction is
     timed apart."""
@@ -344,8 +345,7 @@ def student_protocol(fam, cfg, ev, params, tasks) -> tuple[float, int]:
     for _ in range(2):
         with CountingEnvs(fam, tasks) as envs:
             t = time.perf_counter()
-            hostenv._evaluate_student_host(fam, cfg.distill, ev, cfg.bcq.phi, params, tasks, jax.random.PRNGKey(6),
-                                           envs)
+            protocol(fam, student_agent(cfg, fam.act_dim), params, tasks, jax.random.PRNGKey(6), ev, envs=envs)
             out.append((time.perf_counter() - t, envs.steps))
     return out[1]
 

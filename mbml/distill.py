@@ -23,7 +23,8 @@ import numpy as np
 import optax
 
 from mbml import bcq, student as S
-from mbml.config import METHODS, BCQConfig, DistillConfig, Method  # noqa: F401 (METHODS re-exported)
+from mbml.agents import StudentAgent
+from mbml.config import METHODS, BCQConfig, DistillConfig, Method, RunConfig  # noqa: F401 (METHODS re-exported)
 from mbml.sac import DoubleQ
 from mbml.nets import MLP
 from mbml.train_loop import run_chunks
@@ -209,3 +210,13 @@ def distill(cfg: DistillConfig, bcq_cfg: BCQConfig, method_name: str, act_dim: i
     carry = run_chunks(carry, cfg.steps, cfg.eval_every, advance, ckpt, progress, after)
     chosen = carry["best"] if bool(jnp.isfinite(carry["best_score"])) else carry["params"]
     return chosen, np.asarray(carry["qnorm"])
+
+
+# ----------------------------------------------------------- the method contract (`mbml.methods`)
+
+def init(cfg: RunConfig, key, obs_dim: int, act_dim: int) -> S.Student:
+    return S.init(cfg.distill, key, obs_dim, act_dim)
+
+
+def agent(cfg: RunConfig, act_dim: int) -> StudentAgent:
+    return StudentAgent(cfg.distill, act_dim, cfg.bcq.phi, cfg.eval.num_candidates)

@@ -1,8 +1,14 @@
-"""The evaluation protocol on unseen tasks (spec §6) and the task-inference diagnostic.
+"""The evaluation protocol on unseen tasks (spec §6) and the task-inference diagnostic, for any agent.
 
-Per task: 5 episodes; the first uses z from the prior N(0, I); after every episode the posterior is
-recomputed from all transitions collected so far on that task and a fresh z is sampled. Episodes 1
-and 2 are discarded: the score is the mean undiscounted return of episodes 3-5.
+Per task: `ev.episodes` episodes (5); the first acts with z from the prior N(0, I); after every
+episode the agent's posterior is recomputed from all transitions collected so far on that task and a
+fresh z is sampled. The score is the mean undiscounted return of the episodes after `ev.score_from`
+(episodes 3-5); the last episode's return (PEARL's score) is kept beside it.
+
+One function, `protocol`, runs it for every method (an `mbml.agents.Agent`) and every family: jitted
+as a whole for pure-JAX families, with the episodes stepped on the host (`hostenv.episodes`) for the
+MuJoCo ones. The keys are split the same way on both paths: per task, then per episode into (next,
+z noise, episode).
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mbml import rollout, student as S
-from mbml.config import DistillConfig, EvalConfig
+from mbml import rollout
+from mbml.agents import Agent
+from mbml.config import EvalConfig
 from mbml.families import Family
 from mbml.transitions import take
 
@@ -24,55 +31,109 @@ def score(returns, score_from: int):
     return jnp.mean(returns[..., score_from:], axis=-1)
 
 
-def adapt_one_task(family: Family, cfg: DistillConfig, ev: EvalConfig, phi: float, params: S.Student, task, key,
-                   use_mean: bool = False) -> dict:
-    """Run the protocol on one task. Returns per-episode `returns` [E], `posterior_means` [E+1, latent]
-    (the prior's first), `posterior_std` [E] (mean std after each episode) and `last_obs` [E, obs]
-    (where each episode ended). `use_mean` acts with the posterior mean from episode 2 on instead
-    of a sample (an analysis switch; the protocol samples)."""
-    h, e = family.horizon, ev.episodes
-    cdim = 2 * family.obs_dim + family.act_dim + 1
-    buf, mask = jnp.zeros((e * h, cdim)), jnp.zeros(e * h, bool)
-    mu, var = jnp.zeros(cfg.latent_dim), jnp.ones(cfg.latent_dim)  # the prior
+def _adapt(family: Family, agent: Agent, ev: EvalConfig, use_mean: bool, run_episodes, params, tasks, key) -> dict:
+    """The protocol's loop over episodes, for every task at once; `run_episodes(z [T, L], keys [T])`
+    gives returns [T] and transitions [T, H, ...] (with a `valid` mask)."""
+    t, h, e = tasks.shape[0], family.horizon, ev.episodes
+    keys = jax.random.split(key, t)
+    mu, var = jnp.zeros((t, agent.latent_dim)), jnp.ones((t, agent.latent_dim))  # the prior
+    buf, mask = None, jnp.zeros((t, e * h), bool)
     returns, means, stds, last = [], [mu], [], []
     for i in range(e):  # unrolled: e is small
-        key, kz, kr = jax.random.split(key, 3)
+        keys, kz, kr = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, 3))(keys), 1, 0)
         noise = 0.0 if use_mean and i > 0 else 1.0  # episode 1 always samples the prior
-        z = mu + noise * jnp.sqrt(var) * jax.random.normal(kz, mu.shape)
-        pol = lambda obs, k, z=z: S.act(cfg, family.act_dim, phi, ev.num_candidates, params, obs, z, k)  # noqa: E731
-        ret, tr = rollout.episode(family, pol, task, kr)
-        ctx = S.context(tr["obs"], tr["actions"], tr["rewards"], tr["next_obs"])
-        buf = jax.lax.dynamic_update_slice(buf, ctx, (i * h, 0))
-        mask = jax.lax.dynamic_update_slice(mask, tr["valid"], (i * h,))
-        mu, var = S.posterior(*S.encode(cfg, params.encoder, buf), mask)
-        returns.append(ret), means.append(mu), stds.append(jnp.sqrt(var).mean()), last.append(tr["next_obs"][-1])
-    return {"returns": jnp.stack(returns), "posterior_means": jnp.stack(means), "posterior_std": jnp.stack(stds),
-            "last_obs": jnp.stack(last)}
+        z = mu + noise * jnp.sqrt(var) * jax.vmap(lambda k, m: jax.random.normal(k, m.shape))(kz, mu)
+        ret, tr = run_episodes(z, kr)
+        ctx = agent.context(*(jnp.asarray(tr[f]) for f in ("obs", "actions", "rewards", "next_obs")))
+        if buf is None:
+            buf = jnp.zeros((t, e * h, ctx.shape[-1]))
+        buf = jax.lax.dynamic_update_slice(buf, ctx, (0, i * h, 0))
+        mask = jax.lax.dynamic_update_slice(mask, jnp.asarray(tr["valid"]), (0, i * h))
+        mu, var = _posterior(agent, params, buf, mask)
+        returns.append(jnp.asarray(ret)), means.append(mu), stds.append(jnp.sqrt(var).mean(-1))
+        last.append(jnp.asarray(tr["next_obs"])[:, -1])
+    returns = jnp.stack(returns, 1)
+    return {"returns": returns, "score": score(returns, ev.score_from), "last_episode": returns[:, -1],
+            "posterior_means": jnp.stack(means, 1), "posterior_std": jnp.stack(stds, 1), "last_obs": jnp.stack(last, 1)}
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _posterior(agent: Agent, params, ctx, mask):
+    return agent.posterior(params, ctx, mask)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def evaluate_student(family: Family, cfg: DistillConfig, ev: EvalConfig, phi: float, params, tasks, key):
-    """Protocol on every task: dict of per-episode `returns` [T, E], `score` [T], `posterior_means` [T, E+1, L]."""
-    keys = jax.random.split(key, tasks.shape[0])
-    out = jax.vmap(lambda t, k: adapt_one_task(family, cfg, ev, phi, params, t, k))(tasks, keys)
-    return {"returns": out["returns"], "score": score(out["returns"], ev.score_from),
-            "posterior_means": out["posterior_means"]}
+def _protocol_jax(family: Family, agent: Agent, ev: EvalConfig, use_mean: bool, params, tasks, key) -> dict:
+    def run_episodes(z, keys):
+        def one(task, k, zz):
+            return rollout.episode(family, lambda obs, kk: agent.act(params, obs, zz, kk), task, k)
+        return jax.vmap(one)(tasks, keys, z)
+    return _adapt(family, agent, ev, use_mean, run_episodes, params, tasks, key)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def inference_diagnostic(cfg: DistillConfig, size: int, encoder, data, true_rewards, key, draws: int = 16):
-    """How the encoder infers a task when states/actions and rewards disagree (paper Fig. 1, §3.2).
+@functools.partial(jax.jit, static_argnums=(0,))
+def act_batch(agent: Agent, params, obs, z, key):
+    """The agent's actions for a batch of observations [T, obs] with their task variables [T, L]."""
+    keys = jax.random.split(key, obs.shape[0])
+    return jax.vmap(lambda o, zz, k: agent.act(params, o, zz, k))(obs, z, keys)
 
-    Centroid c_k = mean posterior mean over `draws` contexts of task k's own data. For each ordered
-    pair (i, j), i != j: a context of task-j transitions whose rewards are task i's *true* rewards;
-    the posterior mean is assigned to its nearest centroid. Returns the fraction assigned to i (the
-    encoder reads rewards) and to j (it reads states and actions), over pairs and draws.
+
+def _protocol_host(family: Family, agent: Agent, ev: EvalConfig, use_mean: bool, params, tasks, key,
+                   threads: int | None = None, envs=None) -> dict:
+    from mbml import hostenv
+
+    def run_episodes(z, keys):
+        k_act, k_seed = jax.random.split(keys[0])
+        seeds = np.asarray(jax.vmap(lambda k: jax.random.randint(k, (), 0, 2**31 - 1))(keys))
+        policy = lambda obs, k: act_batch(agent, params, obs, z, k)  # noqa: E731
+        return hostenv.episodes(family, envs, policy, k_act, seeds)
+
+    if envs is not None:
+        return _adapt(family, agent, ev, use_mean, run_episodes, params, np.asarray(tasks), key)
+    with hostenv.TaskEnvs(family, np.asarray(tasks), threads) as envs:
+        return _adapt(family, agent, ev, use_mean, run_episodes, params, np.asarray(tasks), key)
+
+
+def protocol(family: Family, agent: Agent, params, tasks, key, ev: EvalConfig, use_mean: bool = False,
+             threads: int | None = None, envs=None) -> dict:
+    """Run the protocol once on every task. Returns per-task `returns` [T, E], `score` [T] (episodes
+    after `score_from`), `last_episode` [T], `posterior_means` [T, E+1, L] (the prior's first),
+    `posterior_std` [T, E] (mean std after each episode) and `last_obs` [T, E, obs] (where each
+    episode ended). `use_mean` acts with the posterior mean from episode 2 on instead of a sample (an
+    analysis switch; the protocol samples). Host-stepped families may pass open `envs` (`TaskEnvs`)."""
+    if family.jax_env is not None:
+        return _protocol_jax(family, agent, ev, use_mean, params, jnp.asarray(tasks, jnp.float32), key)
+    return _protocol_host(family, agent, ev, use_mean, params, tasks, key, threads, envs)
+
+
+def evaluate(family: Family, agent: Agent, params, tasks, key, ev: EvalConfig) -> dict:
+    """The protocol `ev.repeats` times per task (run r with key fold_in(key, r), the first with key):
+    numpy arrays, with `returns`, `score` and `last_episode` averaged over the runs and the rest of
+    the first run's."""
+    runs = [jax.device_get(protocol(family, agent, params, tasks, jax.random.fold_in(key, r) if r else key, ev))
+            for r in range(ev.repeats)]
+    out = {k: np.asarray(v) for k, v in runs[0].items()}
+    for k in ("returns", "score", "last_episode"):
+        out[k] = np.mean([np.asarray(r[k]) for r in runs], axis=0)
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def inference_diagnostic(agent: Agent, params, data, true_rewards, key, draws: int = 16):
+    """How an agent's encoder infers a task when states/actions and rewards disagree (paper Fig. 1, §3.2).
+
+    Centroid c_k = mean posterior mean over `draws` contexts of task k's own data, each of
+    `agent.diagnostic_size` transitions. For each ordered pair (i, j), i != j: a context of task-j
+    transitions whose rewards are task i's *true* rewards; the posterior mean is assigned to its
+    nearest centroid. Returns the fraction assigned to i (the encoder reads rewards) and to j (it
+    reads states and actions), over pairs and draws.
     """
     k, n = data["obs"].shape[:2]
+    size = agent.diagnostic_size
     k1, k2 = jax.random.split(key)
 
     def post(obs, act, rew, nxt):
-        return S.posterior(*S.encode(cfg, encoder, S.context(obs, act, rew, nxt)))[0]
+        return agent.posterior(params, agent.context(obs, act, rew, nxt))[0]
 
     def centroid(kk):
         idx = jax.random.randint(kk, (k, size), 0, n)

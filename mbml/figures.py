@@ -11,10 +11,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mbml import io  # noqa: E402
+from mbml.methods import REGISTRY  # noqa: E402
 from mbml.report import read_curve  # noqa: E402
 
-COLORS = {"full": "tab:blue", "neither": "tab:orange", "no_relabel": "tab:green", "no_triplet": "tab:red",
-          "gt_relabel": "tab:purple"}
+COLORS = {name: info.color for name, info in REGISTRY.items()}
 
 
 def _save(fig, path: Path) -> Path:
@@ -97,7 +97,7 @@ def _references(ax, refs: dict) -> None:
         if name in refs:
             ax.axhline(refs[name]["test"]["mean"], ls=style, color="gray", label=label)
     if "teachers" in refs:
-        ax.axhline(refs["teachers"]["train"]["mean"], ls="-.", color="tab:brown", label="teachers (own training tasks)")
+        ax.axhline(refs["teachers"]["train"]["mean"], ls="-.", color="black", label="teachers (own training tasks)")
 
 
 def scores(res: dict, path: Path) -> Path:
@@ -124,7 +124,7 @@ def scores(res: dict, path: Path) -> Path:
 
 
 def curves(run, seeds, methods, path: Path, res: dict | None = None) -> Path:
-    """(c) Test score against distillation steps (mean over seeds; band = min..max), with the
+    """(c) Test score against training steps (mean over seeds; band = min..max), with the
     references of `res` (results.json) where given."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in methods:
@@ -137,9 +137,9 @@ def curves(run, seeds, methods, path: Path, res: dict | None = None) -> Path:
         ax.fill_between(steps, y.min(0), y.max(0), alpha=0.2, color=COLORS.get(m))
     if res is not None:
         _references(ax, res["references"])
-    ax.set_xlabel("distillation steps")
+    ax.set_xlabel("training steps (distillation for MBML)")
     ax.set_ylabel("test score")
-    ax.set_title("Test score during distillation")
+    ax.set_title("Test score during training")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -194,10 +194,60 @@ def diagnostic(res: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _t_band(y: np.ndarray):
+    """Mean over seeds (axis 0) and its 95% Student-t band (none for one seed)."""
+    from mbml.report import ci95
+
+    mean = y.mean(0)
+    if len(y) < 2:
+        return mean, None
+    lo, hi = np.array([ci95(col) for col in y.T]).T
+    return mean, (lo, hi)
+
+
+def compare_scores(entries, results, path: Path) -> Path:
+    """`mbml compare`: each method's test score, every seed a dot, mean and 95% interval, with the
+    references of the first run."""
+    fig, ax = plt.subplots(figsize=(1.4 * len(entries) + 2.5, 4))
+    for i, e in enumerate(entries):
+        per_seed = e.scores["test"].mean(1)
+        n = len(per_seed)
+        ax.scatter(i + (np.linspace(-0.12, 0.12, n) if n > 1 else np.zeros(1)), per_seed,
+                   color=COLORS.get(e.method, "gray"), zorder=3, s=18)
+        mean, band = _t_band(per_seed[:, None])
+        yerr = [[mean[0] - band[0][0]], [band[1][0] - mean[0]]] if band else None
+        ax.errorbar(i, mean[0], yerr=yerr, fmt="s", color="k", capsize=6, zorder=4)
+    _references(ax, results[0]["references"])
+    ax.set_xticks(range(len(entries)), [e.label for e in entries], rotation=20, ha="right")
+    ax.set_xlim(-0.5, len(entries) - 0.5)
+    ax.set_ylabel("test score (mean return, episodes 3-5)")
+    ax.set_title("Unseen test tasks: seeds, mean and 95% CI")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def compare_curves(entries, path: Path) -> Path:
+    """`mbml compare`: test score against training steps, mean over seeds with a 95% band."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for e in entries:
+        if not e.curve:
+            continue
+        mean, band = _t_band(np.asarray(e.curve["test_score"], float))
+        color = COLORS.get(e.method)
+        ax.plot(e.curve["step"], mean, label=e.label, color=color)
+        if band is not None:
+            ax.fill_between(e.curve["step"], *band, alpha=0.2, color=color)
+    ax.set_xlabel("training steps (distillation for MBML)")
+    ax.set_ylabel("test score")
+    ax.set_title("Test score during training (mean, 95% band over seeds)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def make_all(run, seeds, methods, res, out: Path) -> dict[str, Path]:
     figs = {"datasets": datasets(run, seeds[0], out / "datasets.png"),
             "test scores": scores(res, out / "scores.png"),
-            "test score during distillation": curves(run, seeds, methods, out / "curves.png", res),
+            "test score during training": curves(run, seeds, methods, out / "curves.png", res),
             "posterior means": posteriors(run, seeds[0], methods, out / "posteriors.png")}
     if any("diagnostic" in v for v in res["methods"].values()):
         figs["task-inference diagnostic"] = diagnostic(res, out / "diagnostic.png")

@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mbml import io, sac, student as S
+from mbml import io, sac
 from mbml.collect import CollectionLog, buffer_dataset, empty_buffer, grow_finals, run_collection, write_step
-from mbml.config import DistillConfig, EvalConfig, SACConfig
+from mbml.config import SACConfig
 from mbml.data import Dataset
 from mbml.errors import MbmlError
 from mbml.families import Family
@@ -334,41 +334,3 @@ def mean_returns(family: Family, tasks: np.ndarray, policy: Callable, key, n: in
             k1, k2 = jax.random.split(jax.random.fold_in(key, i))
             out.append(episodes(family, envs, policy, k1, _seeds(k2, len(tasks)))[0])
     return np.mean(out, axis=0)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _student_act(cfg: DistillConfig, act_dim: int, phi: float, candidates: int, params, obs, z, key):
-    keys = jax.random.split(key, obs.shape[0])
-    return jax.vmap(lambda o, zz, k: S.act(cfg, act_dim, phi, candidates, params, o, zz, k))(obs, z, keys)
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _posterior(cfg: DistillConfig, encoder, ctx, mask):
-    return S.posterior(*S.encode(cfg, encoder, ctx), mask)
-
-
-def evaluate_student_host(family: Family, cfg: DistillConfig, ev: EvalConfig, phi: float, params, tasks, key,
-                          threads: int | None = None):
-    """The protocol of spec §6 with host-stepped environments (same outputs as evaluate_student)."""
-    tasks = np.asarray(tasks)
-    with TaskEnvs(family, tasks, threads) as envs:
-        return _evaluate_student_host(family, cfg, ev, phi, params, tasks, key, envs)
-
-
-def _evaluate_student_host(family, cfg, ev, phi, params, tasks, key, envs):
-    t = len(tasks)
-    mu, var = jnp.zeros((t, cfg.latent_dim)), jnp.ones((t, cfg.latent_dim))
-    ctxs, masks, returns, means = [], [], [], [mu]
-    for e in range(ev.episodes):
-        key, kz, kr, ks = jax.random.split(key, 4)
-        z = mu + jnp.sqrt(var) * jax.random.normal(kz, mu.shape)
-        pol = lambda obs, k, z=z: _student_act(cfg, family.act_dim, phi, ev.num_candidates, params, obs, z, k)  # noqa: E731
-        ret, tr = episodes(family, envs, pol, kr, _seeds(ks, t))
-        ctxs.append(np.asarray(S.context(*(jnp.asarray(tr[f]) for f in ("obs", "actions", "rewards", "next_obs")))))
-        masks.append(tr["valid"])
-        mu, var = _posterior(cfg, params.encoder, jnp.asarray(np.concatenate(ctxs, 1)),
-                             jnp.asarray(np.concatenate(masks, 1)))
-        returns.append(ret)
-        means.append(mu)
-    rets = np.stack(returns, 1)
-    return {"returns": rets, "score": rets[:, ev.score_from:].mean(1), "posterior_means": np.stack(means, 1)}

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mbml import io
+from mbml import config as C, io, methods as M
 from mbml.pipeline import Run, peak_rss_mb, versions
-from mbml import config as C
 
 # Score references beside the teachers: a scripted oracle (families with one), a uniform random
 # policy, and zero actions (MuJoCo families: "does the policy do anything at all?").
 REFERENCES = ("oracle", "random", "zero_action")
+SPLITS = ("test", "train", "ood")
+"""Task splits in results.json: unseen test tasks, the training tasks, out-of-distribution tasks (where
+the family defines them)."""
 
 # two-sided 95% Student-t quantiles for 1..30 degrees of freedom
 _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -37,10 +39,34 @@ def interval_text(stats: dict) -> str:
     return f"[{stats['ci95'][0]:.2f}, {stats['ci95'][1]:.2f}]"
 
 
+SCHEMA = 2
+"""results.json's schema: 2 added `schema`, the `ood` split, each split's `last_episode`, the methods'
+`curve` and `kind`, and teachers that a run without MBML methods lacks."""
+
+
 def _split_stats(per_seed_task: np.ndarray) -> dict:
     per_seed = per_seed_task.mean(1)
     return {"mean": float(per_seed.mean()), "ci95": ci95(per_seed), "per_seed": per_seed.tolist(),
-            "per_task": per_seed_task.mean(0).tolist()}
+            "per_task": per_seed_task.mean(0).tolist(), "per_seed_task": per_seed_task.tolist()}
+
+
+def _method_stats(ev: list[dict], split: str) -> dict:
+    """A method's scores on one split over seeds; with the last episode's return (PEARL's score) where
+    the evaluations have it (made since schema 2)."""
+    stats = _split_stats(np.array([e[split]["score"] for e in ev]))
+    if all("last_episode" in e[split] for e in ev):
+        last = np.array([e[split]["last_episode"] for e in ev]).mean(1)
+        stats["last_episode"] = {"mean": float(last.mean()), "ci95": ci95(last), "per_seed": last.tolist()}
+    return stats
+
+
+def method_curve(run: Run, seeds, method: str) -> dict:
+    """Train and test scores against training steps, per seed, at the steps every seed evaluated."""
+    rows = [read_curve(run.seed_dir(s) / "students" / f"{method}.csv") for s in seeds]
+    steps = sorted(set.intersection(*(set(r) for r in rows))) if rows else []
+    if not steps or "test_score" not in rows[0][steps[0]]:
+        return {}
+    return {"step": steps, **{name: [[r[st][name] for st in steps] for r in rows] for name in ("train_score", "test_score")}}
 
 
 def read_curve(path: Path) -> dict[int, dict]:
@@ -55,21 +81,26 @@ def read_curve(path: Path) -> dict[int, dict]:
 def collect_results(run: Run, seeds, methods) -> dict:
     evals = {m: [io.read_json(run.seed_dir(s) / "eval" / f"{m}.json") for s in seeds] for m in methods}
     refs = [io.read_json(run.seed_dir(s) / "eval" / "references.json") for s in seeds]
-    res = {"family": run.cfg.family, "preset": run.cfg.preset, "seeds": list(seeds), "config": C.to_dict(run.cfg),
-           "methods": {}, "references": {}, "relabel": {}, "timings": {}, "peak_rss_mb": peak_rss_mb(),
-           "versions": versions()}
+    res = {"schema": SCHEMA, "family": run.cfg.family, "preset": run.cfg.preset, "seeds": list(seeds),
+           "config": C.to_dict(run.cfg), "methods": {}, "references": {}, "relabel": {}, "timings": {},
+           "peak_rss_mb": peak_rss_mb(), "versions": versions()}
     for m, ev in evals.items():
-        res["methods"][m] = {split: _split_stats(np.array([e[split]["score"] for e in ev]))
-                             for split in ("test", "train")}
+        splits = [s for s in SPLITS if all(s in e for e in ev)]
+        res["methods"][m] = {"kind": "mbml" if M.get(m).is_student else "baseline",
+                             **{split: _method_stats(ev, split) for split in splits}}
         if all("diagnostic" in e for e in ev):
             res["methods"][m]["diagnostic"] = {k: float(np.mean([e["diagnostic"][k] for e in ev]))
                                                for k in ev[0]["diagnostic"]}
+        curve = method_curve(run, seeds, m)
+        if curve:
+            res["methods"][m]["curve"] = curve
     for name in REFERENCES:
         if name in refs[0]:
             res["references"][name] = {split: {"mean": float(np.mean([r[name][split] for r in refs]))}
-                                       for split in ("test", "train")}
-    teach = np.array([r["teachers"]["train"] for r in refs])
-    res["references"]["teachers"] = {"train": {"mean": float(teach.mean()), "per_task": teach.mean(0).tolist()}}
+                                       for split in SPLITS if all(split in r[name] for r in refs)}
+    if all("teachers" in r for r in refs):
+        teach = np.array([r["teachers"]["train"] for r in refs])
+        res["references"]["teachers"] = {"train": {"mean": float(teach.mean()), "per_task": teach.mean(0).tolist()}}
     rel = [run.seed_dir(s) / "relabel.json" for s in seeds]
     rel = [io.read_json(p) for p in rel if p.exists()]
     if rel:
@@ -84,25 +115,36 @@ def collect_results(run: Run, seeds, methods) -> dict:
     o, r = res["references"].get("oracle"), res["references"].get("random")
     if o and r:
         for m in res["methods"].values():
-            for split in ("test", "train"):
+            for split in (s for s in SPLITS if s in m and s in o and s in r):
                 m[split]["fraction_random_to_oracle"] = (m[split]["mean"] - r[split]["mean"]) / (o[split]["mean"] - r[split]["mean"])
     return res
 
 
+def _cell(stats: dict | None) -> str:
+    return f"{stats['mean']:.2f}" if stats else "–"
+
+
 def markdown_table(res: dict) -> str:
-    lines = ["| method | test score (95% CI) | fraction random→oracle | train score | reads rewards / states |",
-             "|---|---|---|---|---|"]
+    """The run's table: each method's scores on every split, with the references."""
+    ood = any("ood" in v for v in res["methods"].values())
+    lines = ["| method | test score (95% CI) | fraction random→oracle | test, last episode | train score |"
+             + (" ood score |" if ood else "") + " reads rewards / states |",
+             "|---|---|---|---|---|" + ("---|" if ood else "") + "---|"]
     for m, v in res["methods"].items():
         t, tr = v["test"], v["train"]
         frac = f"{100 * t['fraction_random_to_oracle']:.0f}%" if "fraction_random_to_oracle" in t else "–"
         diag = v.get("diagnostic")
         d = f"{100 * diag['reads_rewards']:.0f}% / {100 * diag['reads_states']:.0f}%" if diag else "–"
-        lines.append(f"| `{m}` | {t['mean']:.2f} {interval_text(t)} | {frac} | {tr['mean']:.2f} | {d} |")
+        lines.append(f"| `{m}` | {t['mean']:.2f} {interval_text(t)} | {frac} | {_cell(t.get('last_episode'))} | "
+                     f"{tr['mean']:.2f} |" + (f" {_cell(v.get('ood'))} |" if ood else "") + f" {d} |")
     refs = res["references"]
     for name in REFERENCES:
         if name in refs:
-            lines.append(f"| {name} (reference) | {refs[name]['test']['mean']:.2f} | | {refs[name]['train']['mean']:.2f} | |")
-    lines.append(f"| BCQ teachers, own tasks | | | {refs['teachers']['train']['mean']:.2f} | |")
+            lines.append(f"| {name} (reference) | {refs[name]['test']['mean']:.2f} | | | {refs[name]['train']['mean']:.2f} |"
+                         + (f" {_cell(refs[name].get('ood'))} |" if ood else "") + " |")
+    if "teachers" in refs:
+        lines.append(f"| BCQ teachers, own tasks | | | | {refs['teachers']['train']['mean']:.2f} |"
+                     + (" |" if ood else "") + " |")
     return "\n".join(lines)
 
 
@@ -121,7 +163,7 @@ def runs_table(results: list[dict]) -> str:
             t = v["test"]
             lines.append(f"| `{res['family']}` | {preset} | {', '.join(map(str, res['seeds']))} | `{m}` | "
                          f"{t['mean']:.2f} {interval_text(t)} | "
-                         f"{refs['teachers']['train']['mean']:.2f} | {rand} | {still} | {secs / 3600:.1f} h |")
+                         f"{_cell(refs.get('teachers', {}).get('train'))} | {rand} | {still} | {secs / 3600:.1f} h |")
     return "\n".join(lines)
 
 
@@ -136,7 +178,8 @@ def write_report(run: Run, seeds, methods) -> dict:
     changed = f" with `--set {' '.join(run.cfg.overrides)}`" if run.cfg.overrides else ""
     md = [f"# MBML on `{res['family']}` (preset `{res['preset']}`{changed}, seeds {', '.join(map(str, seeds))})", "",
           "Scores are the mean undiscounted return of episodes 3-5 of the evaluation protocol, averaged over "
-          "tasks; intervals are 95% Student-t intervals across seeds. \"Reads rewards / states\": given "
+          "tasks (\"last episode\": episode 5 alone, PEARL's score); intervals are 95% Student-t intervals "
+          "across seeds. \"Reads rewards / states\": given "
           "task-j transitions carrying task i's true rewards, how often the inferred task is i / j.", "",
           markdown_table(res), "",
           f"Relabelling: {100 * rel.get('accept_rate', float('nan')):.0f}% of other tasks' transitions accepted"

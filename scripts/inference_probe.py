@@ -41,7 +41,7 @@ def main() -> None:
     fam, cfg, ev, phi = run.family, run.cfg.distill, run.cfg.eval, run.cfg.bcq.phi
     if fam.name != "point-nav":
         raise SystemExit("error: the probe is for point-nav run folders")
-    params = run.load_student(args.seed, args.method)
+    params = run.load_params(args.seed, args.method)
     data = device_data(run.dataset(args.seed))
     tasks = jnp.asarray(fam.train_tasks, jnp.float32)
     k = tasks.shape[0]
@@ -67,12 +67,13 @@ def main() -> None:
         print(f"   {size:4d} transitions: z = posterior mean {float(r_mean):7.2f}, z sampled {float(r_samp):7.2f}, "
               f"posterior std {float(jnp.sqrt(var).mean()):.2f}")
 
-    keys = jax.random.split(jax.random.PRNGKey(7), args.draws * k).reshape(args.draws, k, -1)
+    keys = jax.random.split(jax.random.PRNGKey(7), args.draws)
+    agent = run.agent(args.method)
     goal_angle = np.arctan2(fam.train_tasks[:, 1], fam.train_tasks[:, 0])
     print(f"\n2. the protocol, per episode (mean over {args.draws} runs per goal; score = episodes 3-5)")
     for use_mean in (False, True):
-        one = functools.partial(evaluate.adapt_one_task, fam, cfg, ev, phi, params, use_mean=use_mean)
-        out = jax.jit(jax.vmap(jax.vmap(one), (None, 0)))(tasks, keys)
+        runs = [evaluate.protocol(fam, agent, params, tasks, kk, ev, use_mean=use_mean) for kk in keys]
+        out = {name: np.stack([np.asarray(r[name]) for r in runs]) for name in runs[0]}
         r, s, ends = (np.asarray(out[name]) for name in ("returns", "posterior_std", "last_obs"))
         label = "z = posterior mean " if use_mean else "z sampled (spec)   "
         print(f"   {label} returns {np.round(r.mean((0, 1)), 2)}  score {r[..., 2:].mean():.2f}  "

@@ -125,7 +125,7 @@ def test_interrupted_distillation_resumes_to_the_same_student(smoke_run, tmp_pat
 
 def _evaluate_first_part_only(out: Path, cfg, monkeypatch) -> None:
     """Run seed 0's `full` evaluation and stop it when it starts its second part."""
-    protocol, calls = Run.evaluate_student, []
+    protocol, calls = Run.evaluate_agent, []
 
     def first_only(self, *args):
         calls.append(1)
@@ -133,10 +133,10 @@ def _evaluate_first_part_only(out: Path, cfg, monkeypatch) -> None:
             raise Stop
         return protocol(self, *args)
 
-    monkeypatch.setattr(Run, "evaluate_student", first_only)
+    monkeypatch.setattr(Run, "evaluate_agent", first_only)
     with pytest.raises(Stop):
         Run.open(out, cfg).evaluate(0, "full")
-    monkeypatch.setattr(Run, "evaluate_student", protocol)
+    monkeypatch.setattr(Run, "evaluate_agent", protocol)
 
 
 def test_interrupted_evaluation_keeps_its_finished_parts(smoke_run, tmp_path, monkeypatch):
@@ -154,7 +154,7 @@ def test_interrupted_evaluation_keeps_its_finished_parts(smoke_run, tmp_path, mo
     for f in ("eval/full.json", "eval/references.json"):
         (out / "seed_0" / f).unlink()
     cfg = preset("point-nav", "smoke")
-    protocol, own = Run.evaluate_student, P.evaluate_own_tasks
+    protocol, own = Run.evaluate_agent, P.evaluate_own_tasks
     _evaluate_first_part_only(out, cfg, monkeypatch)
     parts = json.loads((out / "seed_0" / "ckpt" / "evaluate_full.parts.json").read_text())
     assert list(parts["parts"]) == ["train"]
@@ -174,7 +174,7 @@ def test_interrupted_evaluation_keeps_its_finished_parts(smoke_run, tmp_path, mo
     monkeypatch.undo()
 
     spy = []
-    monkeypatch.setattr(Run, "evaluate_student", lambda self, *a: spy.append(1) or protocol(self, *a))
+    monkeypatch.setattr(Run, "evaluate_agent", lambda self, *a: spy.append(1) or protocol(self, *a))
     monkeypatch.setattr(P, "evaluate_own_tasks", lambda *a: spy.append("own") or own(*a))
     run = Run.open(out, cfg)
     run.evaluate(0, "full")
@@ -197,13 +197,13 @@ def test_kept_evaluation_parts_of_another_student_are_dropped(smoke_run, tmp_pat
     shutil.copytree(done, out)
     (out / "seed_0" / "eval" / "full.json").unlink()
     cfg = preset("point-nav", "smoke")
-    protocol, calls = Run.evaluate_student, []
+    protocol, calls = Run.evaluate_agent, []
     _evaluate_first_part_only(out, cfg, monkeypatch)
     path = out / "seed_0" / "students" / "full.msgpack"
     run = Run.open(out, cfg)
-    tree = io.load_pytree(path, {"params": run.student_template(), "qnorm": np.zeros(2, np.float32)})
+    tree = io.load_pytree(path, {"params": run.params_template("full"), "qnorm": np.zeros(2, np.float32)})
     io.save_pytree(path, jax.tree_util.tree_map(lambda x: np.asarray(x) * 0.5, tree))
-    monkeypatch.setattr(Run, "evaluate_student", lambda self, *a: calls.append(1) or protocol(self, *a))
+    monkeypatch.setattr(Run, "evaluate_agent", lambda self, *a: calls.append(1) or protocol(self, *a))
     run.evaluate(0, "full")
     assert calls == [1, 1]  # train and test, both for the changed student
 
@@ -218,15 +218,15 @@ def test_protocol_repeats_are_averaged(tmp_path):
     import jax
     import jax.numpy as jnp
 
-    from mbml.evaluate import evaluate_student
+    from mbml.evaluate import protocol
 
     cfg = preset("point-nav", "smoke")
     assert cfg.eval.repeats == 2
     run = Run.open(tmp_path / "run", cfg)
-    params, key = run.student_template(), jax.random.PRNGKey(3)
-    got = run.evaluate_student(params, run.family.test_tasks, key)
+    params, key = run.params_template("full"), jax.random.PRNGKey(3)
+    got = run.evaluate_agent("full", params, run.family.test_tasks, key)
     tasks = jnp.asarray(run.family.test_tasks, jnp.float32)
-    each = [evaluate_student(run.family, cfg.distill, cfg.eval, cfg.bcq.phi, params, tasks, k)
+    each = [protocol(run.family, run.agent("full"), params, tasks, k, cfg.eval)
             for k in (key, jax.random.fold_in(key, 1))]
     np.testing.assert_allclose(got["score"], (np.asarray(each[0]["score"]) + np.asarray(each[1]["score"])) / 2,
                                rtol=1e-6)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 
 import gymnasium as gym
-import jax
 import jax.numpy as jnp
 import numpy as np
 
