@@ -19,7 +19,7 @@ import pytest
 from mbml import config as C, io, student as S
 from mbml.baselines import batch_pearl as BP
 from mbml.nets import MLP
-from mbml.transitions import device_data, take
+from mbml.transitions import device_data, meta_take, take
 
 OBS, ACT = 2, 2
 KEY = jax.random.PRNGKey(0)
@@ -214,7 +214,7 @@ def test_meta_batch_reads_the_drawn_tasks(make_dataset):
     data = device_data(make_dataset(k=3, n=16))
     tasks = jnp.array([2, 0, 2, 1])
     idx = jax.random.randint(KEY, (4, 5), 0, 16)
-    np.testing.assert_equal(jax.device_get(jax.jit(BP.meta_take)(data, tasks, idx)),
+    np.testing.assert_equal(jax.device_get(jax.jit(meta_take)(data, tasks, idx)),
                             jax.device_get(jax.jit(take)(jax.tree.map(lambda x: x[tasks], data), idx)))
 
     # every context and RL transition is one of its drawn task's, and the context is (s, a, r, s')

@@ -43,7 +43,7 @@ Where this differs from the authors' code:
 * log pi uses the exact log(1 - tanh(x)^2) = 2 (log 2 - x - softplus(-2x)) (as `mbml.sac`); rlkit
   subtracts log(1 - tanh(x)^2 + 1e-6), which caps the correction of a saturated action at about
   -13.8 per dimension.
-* The RL batch is drawn from the indices the context did not use in O(C log C) (`draw_indices`,
+* The RL batch is drawn from the indices the context did not use in O(C log C) (`transitions.draw_indices`,
   shared with Contextual BCQ), not by deleting the context from the index array (O(N)). One JAX PRNG
   stream replaces Ray workers seeded 10 seed + 2337 + task, and nothing is prefetched.
 Not carried over (§2.9): the dead `path_collector.py` import, the "final" save that cannot happen
@@ -67,11 +67,10 @@ import jax.numpy as jnp
 import optax
 
 from mbml import student as S
-from mbml.baselines.contextual_bcq import draw_indices
 from mbml.config import BatchPEARLConfig, RunConfig
 from mbml.nets import MLP, mse
 from mbml.train_loop import run_chunks
-from mbml.transitions import gather
+from mbml.transitions import draw_indices, meta_take
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's TanhGaussianPolicy clamp
 LAST_INIT, POLICY_LAST_INIT = 3e-3, 1e-3  # rlkit's init_w (`networks.py`, `policies.py`)
@@ -166,27 +165,6 @@ def act(cfg: BatchPEARLConfig, act_dim: int, params: BatchPEARL, obs, z, key):
 
 
 # -------------------------------------------------------------------------------------------- data
-
-
-class _Rows:
-    """Rows of drawn tasks of a [K, n, ...] array: `view[i]` is x[t, i]. Lets `transitions.gather`
-    serve a meta-batch (tasks may repeat) with one gather per array, where `x[tasks]` would first copy
-    each drawn task's whole dataset (measured: 1.4 GB a step at AntGoal's size)."""
-
-    def __init__(self, x, tasks):
-        self.x, self.t = x, tasks[:, None]
-
-    @property
-    def shape(self):
-        return self.x.shape[1:]
-
-    def __getitem__(self, i):
-        return self.x[self.t, i]
-
-
-def meta_take(data: dict, tasks, idx) -> dict:
-    """Transitions idx [B, M] of tasks [B] (per drawn task) as a batch [B, M, ...]."""
-    return gather({k: _Rows(v, tasks) for k, v in data.items()}, idx)
 
 
 def sample_meta_batch(cfg: BatchPEARLConfig, data: dict, key):

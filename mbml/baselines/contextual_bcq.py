@@ -56,7 +56,7 @@ from mbml.config import ContextualBCQConfig, RunConfig
 from mbml.nets import MLP, mse
 from mbml.sac import DoubleQ
 from mbml.train_loop import run_chunks
-from mbml.transitions import take
+from mbml.transitions import draw_indices, take
 
 
 class ContextualBCQ(NamedTuple):
@@ -119,28 +119,6 @@ def start(cfg: ContextualBCQConfig, params: ContextualBCQ) -> Learner:
 
 
 # -------------------------------------------------------------------------------------------- data
-
-
-def draw_indices(key, n: int, context_size: int, batch_size: int):
-    """One task's context and RL-batch indices (spec §1.4).
-
-    The context is drawn uniformly with replacement from all n transitions. The RL batch is drawn
-    uniformly with replacement from the transitions the context did not use. With u_0 < u_1 < ...
-    the distinct used indices, u_j - j free indices lie below u_j. So the r-th free index is r plus
-    the number of u_j with u_j - j <= r: O(C log C), not O(N). If the context used all n (n <= C),
-    the batch is drawn from all n.
-    """
-    k_ctx, k_rl, k_all = jax.random.split(key, 3)
-    c = context_size
-    ctx = jax.random.randint(k_ctx, (c,), 0, n)
-    s = jnp.sort(ctx)
-    repeat = jnp.concatenate([jnp.zeros(1, bool), s[1:] == s[:-1]])
-    used = jnp.sort(jnp.where(repeat, n, s))  # the distinct used indices, then repeats as n
-    below = jnp.where(used < n, used - jnp.arange(c), n)  # free indices below each; non-decreasing
-    free = n - (c - jnp.sum(repeat))
-    r = jax.random.randint(k_rl, (batch_size,), 0, jnp.maximum(free, 1))
-    rl = r + jnp.searchsorted(below, r, side="right")
-    return ctx, jnp.where(free > 0, rl, jax.random.randint(k_all, (batch_size,), 0, n))
 
 
 def sample_inputs(cfg: ContextualBCQConfig, data: dict, key):
