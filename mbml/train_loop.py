@@ -40,6 +40,36 @@ def run_chunks(carry: Any, total: int, chunk: int, advance: Callable[[Any, int, 
     return carry
 
 
+def train_keeping_best(learner, params_of: Callable[[Any], Any], metrics0, key, total: int, chunk: int,
+                       advance: Callable[[dict, int, int], dict], ckpt: Path | None = None,
+                       progress: Callable[[int, int], None] | None = None,
+                       on_eval: Callable[[Any, int, dict], float | None] | None = None):
+    """A learner trained by `run_chunks`, keeping the parameters that score best on the training tasks.
+
+    The carry is {"learner", "key", "metrics" (shaped like `metrics0`), "best", "best_score"};
+    `advance(carry, done, n)` trains n steps. After each chunk `on_eval(params_of(learner), done,
+    metrics)` returns the protocol's score on the training tasks (or None); the best-scoring parameters
+    are returned, else the last ones. `ckpt` makes it resumable to the same numbers.
+    """
+    import jax.numpy as jnp
+
+    params = params_of(learner)
+    carry = {"learner": learner, "key": key, "metrics": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics0),
+             "best": jax.tree.map(jnp.copy, params), "best_score": jnp.array(-jnp.inf, jnp.float32)}
+
+    def after(state, done):
+        if on_eval is None:
+            return state
+        params = params_of(state["learner"])
+        score = on_eval(params, done, {k: float(v) for k, v in jax.device_get(state["metrics"]).items()})
+        if score is not None and score > float(state["best_score"]):
+            state = {**state, "best": jax.tree.map(jnp.copy, params), "best_score": jnp.asarray(score, jnp.float32)}
+        return state
+
+    carry = run_chunks(carry, total, chunk, advance, ckpt, progress, after)
+    return carry["best"] if bool(jnp.isfinite(carry["best_score"])) else params_of(carry["learner"])
+
+
 def _resumes_at(ckpt: Path | None, done: int) -> int:
     """Where a stage continues: its progress file may be ahead of the checkpoint (a host collection's
     mid-chunk snapshot), and the first progress report should say so (bars' rates and times left)."""

@@ -69,7 +69,7 @@ import optax
 from mbml import student as S
 from mbml.config import BatchPEARLConfig, RunConfig
 from mbml.nets import MLP, mse
-from mbml.train_loop import run_chunks
+from mbml.train_loop import train_keeping_best
 from mbml.transitions import draw_indices, meta_take
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's TanhGaussianPolicy clamp
@@ -331,20 +331,5 @@ def train(cfg: RunConfig, method: str, act_dim: int, inputs: dict, key, ckpt: Pa
     params = init(cfg, k_init, data["obs"].shape[-1], act_dim)
     learner = start(c, params)
     metrics0 = jax.eval_shape(lambda: update(c, act_dim, learner, *sample_meta_batch(c, data, k_run)[1:], k_run)[1])
-    carry = {"learner": learner, "key": k_run, "metrics": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics0),
-             "best": jax.tree.map(jnp.copy, params), "best_score": jnp.array(-jnp.inf, jnp.float32)}
-
-    def advance(cr, done, n):
-        return _chunk(c, act_dim, n, cr, data)
-
-    def after(cr, done):
-        if on_eval is None:
-            return cr
-        metrics = {k: float(v) for k, v in jax.device_get(cr["metrics"]).items()}
-        score = on_eval(cr["learner"].params, done, metrics)
-        if score is not None and score > float(cr["best_score"]):
-            cr = {**cr, "best": jax.tree.map(jnp.copy, cr["learner"].params), "best_score": jnp.asarray(score, jnp.float32)}
-        return cr
-
-    carry = run_chunks(carry, c.steps, c.eval_every, advance, ckpt, progress, after)
-    return carry["best"] if bool(jnp.isfinite(carry["best_score"])) else carry["learner"].params
+    return train_keeping_best(learner, lambda lr: lr.params, metrics0, k_run, c.steps, c.eval_every,
+                              lambda state, done, n: _chunk(c, act_dim, n, state, data), ckpt, progress, on_eval)

@@ -55,7 +55,7 @@ from mbml import bcq, student as S
 from mbml.config import ContextualBCQConfig, RunConfig
 from mbml.nets import MLP, mse
 from mbml.sac import DoubleQ
-from mbml.train_loop import run_chunks
+from mbml.train_loop import train_keeping_best
 from mbml.transitions import draw_indices, take
 
 
@@ -303,20 +303,5 @@ def train(cfg: RunConfig, method: str, act_dim: int, inputs: dict, key, ckpt: Pa
     params = init(cfg, k_init, data["obs"].shape[-1], act_dim)
     learner = start(c, params)
     metrics0 = jax.eval_shape(lambda: update(c, act_dim, learner, *sample_inputs(c, data, k_run), k_run)[1])
-    carry = {"learner": learner, "key": k_run, "metrics": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics0),
-             "best": jax.tree.map(jnp.copy, params), "best_score": jnp.array(-jnp.inf, jnp.float32)}
-
-    def advance(state, done, n):
-        return _chunk(c, act_dim, n, state, data)
-
-    def after(state, done):
-        if on_eval is None:
-            return state
-        params = state["learner"].params
-        score = on_eval(params, done, {k: float(v) for k, v in jax.device_get(state["metrics"]).items()})
-        if score is not None and score > float(state["best_score"]):
-            state = {**state, "best": jax.tree.map(jnp.copy, params), "best_score": jnp.asarray(score, jnp.float32)}
-        return state
-
-    carry = run_chunks(carry, c.steps, c.eval_every, advance, ckpt, progress, after)
-    return carry["best"] if bool(jnp.isfinite(carry["best_score"])) else carry["learner"].params
+    return train_keeping_best(learner, lambda lr: lr.params, metrics0, k_run, c.steps, c.eval_every,
+                              lambda state, done, n: _chunk(c, act_dim, n, state, data), ckpt, progress, on_eval)
