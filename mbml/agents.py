@@ -13,7 +13,7 @@ pure and jittable; `act` is written for one observation and lifted by the caller
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from mbml import student as S
 from mbml.config import DistillConfig
@@ -37,14 +37,14 @@ class Agent(Protocol):
 
 
 @dataclass(frozen=True)
-class StudentAgent:
-    """The MBML student (every variant: the switches change training, not acting): BCQ action
-    selection through the distilled Q, G and xi (Fig. 3)."""
+class EncoderAgent:
+    """An agent whose posterior is the product of the per-transition Gaussians of an MLP encoder
+    (`params.encoder`: PEARL's, MBML's, Contextual BCQ's); subclasses say how it acts (and, where it
+    differs, how a transition is laid out for the encoder)."""
 
-    cfg: DistillConfig
+    cfg: Any
+    """The method's config section: `latent_dim`, `encoder_hidden`, `context_size`."""
     act_dim: int
-    phi: float
-    num_candidates: int
 
     @property
     def latent_dim(self) -> int:
@@ -52,13 +52,30 @@ class StudentAgent:
 
     @property
     def diagnostic_size(self) -> int:
-        return 2 * self.cfg.context_size  # own + relabelled, or the methods without relabelling's own
+        return self.cfg.context_size
 
     def context(self, obs, act, rew, next_obs):
         return S.context(obs, act, rew, next_obs)
 
-    def posterior(self, params: S.Student, ctx, mask=None):
+    def posterior(self, params, ctx, mask=None):
         return S.posterior(*S.encode(self.cfg, params.encoder, ctx), mask)
+
+    def act(self, params, obs, z, key):
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class StudentAgent(EncoderAgent):
+    """The MBML student (every variant: the switches change training, not acting): BCQ action
+    selection through the distilled Q, G and xi (Fig. 3)."""
+
+    cfg: DistillConfig
+    phi: float = 0.05
+    num_candidates: int = 10
+
+    @property
+    def diagnostic_size(self) -> int:
+        return 2 * self.cfg.context_size  # own + relabelled, or the methods without relabelling's own
 
     def act(self, params: S.Student, obs, z, key):
         return S.act(self.cfg, self.act_dim, self.phi, self.num_candidates, params, obs, z, key)

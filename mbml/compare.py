@@ -35,6 +35,7 @@ class Entry:
     label: str
     method: str
     run: str
+    kind: tuple  # (family, preset): scores compare only within one
     seeds: list
     scores: dict  # split -> [seeds, tasks] array
     last: dict  # split -> [seeds] last-episode means (where recorded)
@@ -69,7 +70,7 @@ def entries(results: list[dict]) -> list[Entry]:
         for m, v in res["methods"].items():
             label = m if names.count(m) == 1 else f"{m} ({Path(res['_path']).name})"
             splits = [s for s in SPLITS if s in v]
-            out.append(Entry(label, m, res["_path"], list(res["seeds"]), {s: _matrix(v[s]) for s in splits},
+            out.append(Entry(label, m, res["_path"], (res["family"], res["preset"]), list(res["seeds"]), {s: _matrix(v[s]) for s in splits},
                              {s: np.asarray(v[s]["last_episode"]["per_seed"]) for s in splits
                               if "last_episode" in v[s]}, v.get("curve", {})))
     return out
@@ -146,7 +147,7 @@ def compare(results: list[dict], reference: str | None = None, seed: int = 0) ->
                      "iqm": iqm(sc), "iqm_ci95": stratified_bootstrap_ci(sc, iqm, rng)}
             if split in e.last:
                 stats["last_episode"] = float(e.last[split].mean())
-            if e is not ref and split in ref.scores and ref.scores[split].shape[1] == sc.shape[1]:
+            if e is not ref and e.kind == ref.kind and split in ref.scores and ref.scores[split].shape[1] == sc.shape[1]:
                 stats[f"p_{ref.method}_better"] = prob_improvement(ref.scores[split], sc)
             row[split] = stats
         if e is not ref:

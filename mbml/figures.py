@@ -240,7 +240,11 @@ def compare_curves(entries, path: Path) -> Path:
     ax.set_xlabel("training steps (distillation for MBML)")
     ax.set_ylabel("test score")
     ax.set_title("Test score during training (mean, 95% band over seeds)")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no learning curves in these results.json (made before schema 2)",
+                ha="center", va="center", transform=ax.transAxes)
     return _save(fig, path)
 
 

@@ -60,6 +60,13 @@ class Bars:
             self.progress.stop()
 
 
+def expand_methods(methods) -> tuple[str, ...]:
+    """`all` stands for every registered method (the MBML variants, then the baselines)."""
+    from mbml.methods import REGISTRY
+
+    return tuple(m2 for m in methods for m2 in (REGISTRY if m == "all" else (m,)))
+
+
 def _check(methods, seeds, workers: int = 0, stages=()):
     import numbers
 
@@ -159,6 +166,7 @@ def run_pipeline(out: Path, family: str, preset: str, seeds, methods, force=Fals
     from mbml.pipeline import Run
     from mbml.steps import OFFLINE_STAGES
 
+    methods = expand_methods(methods)
     _check(methods, seeds, workers, stages)
     if cfg is None:
         cfg = override(dataclasses.replace(get_preset(family, preset), lift=lift), overrides)

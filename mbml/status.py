@@ -98,9 +98,10 @@ def status_lines(out: Path, now: float | None = None) -> list[str]:
     who = writer(out)  # read only: status takes no lock
     lines = [f"{out}" + ("  (report written)" if (Path(out) / "results.json").exists() else "")
              + (f"  (being written by {who})" if who else "")]
+    width = max([22, *(len(r["stage"]) for r in rows)])
     for r in rows:
         how = f"{r['done']}/{r['total']}" if r["done"] is not None else ""
         part = r["part"] if r["part"] and r["part"].replace("_", " ") not in r["stage"].replace("_", " ") else ""
-        lines.append(f"  seed {r['seed']}  {r['stage']:<22} {r['state']:<8} {how:>15} {hms(r['seconds']):>8}"
+        lines.append(f"  seed {r['seed']}  {r['stage']:<{width}} {r['state']:<8} {how:>15} {hms(r['seconds']):>8}"
                      + (f"  ({part})" if part else ""))
     return lines

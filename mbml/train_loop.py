@@ -40,6 +40,16 @@ def run_chunks(carry: Any, total: int, chunk: int, advance: Callable[[Any, int, 
     return carry
 
 
+def scan_steps(carry: dict, length: int, step: Callable):
+    """`length` steps of `step(learner, key) -> (learner, metrics)` under `lax.scan` on carry["learner"],
+    with keys split from carry["key"]; the chunk's metrics averaged (the body of a jitted chunk)."""
+    import jax.numpy as jnp
+
+    key, sub = jax.random.split(carry["key"])
+    learner, metrics = jax.lax.scan(step, carry["learner"], jax.random.split(sub, length))
+    return {**carry, "learner": learner, "key": key, "metrics": jax.tree.map(jnp.mean, metrics)}
+
+
 def train_keeping_best(learner, params_of: Callable[[Any], Any], metrics0, key, total: int, chunk: int,
                        advance: Callable[[dict, int, int], dict], ckpt: Path | None = None,
                        progress: Callable[[int, int], None] | None = None,

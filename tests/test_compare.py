@@ -81,10 +81,12 @@ def test_methods_of_different_runs_are_not_paired_and_mixed_runs_are_refused():
     cmp = K.compare([a, b])
     assert set(cmp["methods"]) == {"full (a)", "full (b)"}  # the same method twice: named by run
     assert "paired_test_difference" not in cmp["methods"]["full (b)"]  # other datasets: nothing to pair
-    other = _results({"full": [[1.0], [2.0]]}, family="walker-param", preset="cpu")
+    other = _results({"full": [[1.0], [2.0]]}, family="walker-param", preset="cpu", path="runs/run")
     with pytest.raises(MbmlError, match="different families or presets.*--allow-mixed"):
         K.check_comparable([a, other], allow_mixed=False)
     K.check_comparable([a, other], allow_mixed=True)
+    mixed = K.compare([a, other])["methods"]
+    assert not any(k.startswith("p_") for k in mixed["full (run)"]["test"])  # no P(better) across families
     with pytest.raises(MbmlError, match="--reference nope"):
         K.compare([a], reference="nope")
 

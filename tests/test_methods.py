@@ -75,3 +75,12 @@ def test_an_old_run_folder_gains_the_new_sections_from_its_preset(tmp_path):
     saved = io.read_json(out / "config.json")
     assert saved["contextual_bcq"] == json.loads(json.dumps(to_dict(cfg)["contextual_bcq"]))
     assert saved["distill"]["steps"] == 80
+
+
+def test_all_stands_for_every_method():
+    from mbml.orchestrate import _check, expand_methods
+
+    assert expand_methods(("all",)) == tuple(M.REGISTRY)
+    assert expand_methods(("neither", "batch_pearl")) == ("neither", "batch_pearl")
+    with pytest.raises(MbmlError, match="methods repeat"):
+        _check(expand_methods(("full", "all")), (0,))

@@ -67,9 +67,10 @@ import jax.numpy as jnp
 import optax
 
 from mbml import student as S
+from mbml.agents import EncoderAgent
 from mbml.config import BatchPEARLConfig, RunConfig
 from mbml.nets import MLP, mse
-from mbml.train_loop import train_keeping_best
+from mbml.train_loop import scan_steps, train_keeping_best
 from mbml.transitions import draw_indices, meta_take
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's TanhGaussianPolicy clamp
@@ -273,27 +274,15 @@ def update(cfg: BatchPEARLConfig, act_dim: int, learner: Learner, ctx, batch: di
 
 
 @dataclass(frozen=True)
-class BatchPEARLAgent:
+class BatchPEARLAgent(EncoderAgent):
     """The `mbml.agents.Agent` of Batch PEARL: PEARL's encoder and the deterministic tanh-Gaussian mean."""
 
     cfg: BatchPEARLConfig
-    act_dim: int
-
-    @property
-    def latent_dim(self) -> int:
-        return self.cfg.latent_dim
-
-    @property
-    def diagnostic_size(self) -> int:
-        return self.cfg.context_size
 
     def context(self, obs, act, rew, next_obs):
         return context(obs, act, rew, next_obs)
 
-    def posterior(self, params: BatchPEARL, ctx, mask=None):
-        return S.posterior(*S.encode(self.cfg, params.encoder, ctx), mask)
-
-    def act(self, params: BatchPEARL, obs, z, key):
+    def act(self, params, obs, z, key):
         return act(self.cfg, self.act_dim, params, obs, z, key)
 
 
@@ -311,9 +300,7 @@ def _chunk(cfg: BatchPEARLConfig, act_dim: int, length: int, carry: dict, data: 
         _, ctx, batch = sample_meta_batch(cfg, data, k_data)
         return update(cfg, act_dim, learner, ctx, batch, k_update)
 
-    key, sub = jax.random.split(carry["key"])
-    learner, metrics = jax.lax.scan(step, carry["learner"], jax.random.split(sub, length))
-    return {**carry, "learner": learner, "key": key, "metrics": jax.tree.map(jnp.mean, metrics)}
+    return scan_steps(carry, length, step)
 
 
 def train(cfg: RunConfig, method: str, act_dim: int, inputs: dict, key, ckpt: Path | None = None,

@@ -52,10 +52,11 @@ import jax.numpy as jnp
 import optax
 
 from mbml import bcq, student as S
+from mbml.agents import EncoderAgent
 from mbml.config import ContextualBCQConfig, RunConfig
 from mbml.nets import MLP, mse
 from mbml.sac import DoubleQ
-from mbml.train_loop import train_keeping_best
+from mbml.train_loop import scan_steps, train_keeping_best
 from mbml.transitions import draw_indices, take
 
 
@@ -244,27 +245,12 @@ def act(cfg: ContextualBCQConfig, act_dim: int, params: ContextualBCQ, obs, z, k
 
 
 @dataclass(frozen=True)
-class ContextualBCQAgent:
+class ContextualBCQAgent(EncoderAgent):
     """Contextual BCQ behind the `mbml.agents.Agent` seam: MBML's encoder, BCQ action selection."""
 
     cfg: ContextualBCQConfig
-    act_dim: int
 
-    @property
-    def latent_dim(self) -> int:
-        return self.cfg.latent_dim
-
-    @property
-    def diagnostic_size(self) -> int:
-        return self.cfg.context_size
-
-    def context(self, obs, act, rew, next_obs):
-        return S.context(obs, act, rew, next_obs)
-
-    def posterior(self, params: ContextualBCQ, ctx, mask=None):
-        return S.posterior(*S.encode(self.cfg, params.encoder, ctx), mask)
-
-    def act(self, params: ContextualBCQ, obs, z, key):
+    def act(self, params, obs, z, key):
         return act(self.cfg, self.act_dim, params, obs, z, key)
 
 
@@ -282,9 +268,7 @@ def _chunk(cfg: ContextualBCQConfig, act_dim: int, length: int, carry: dict, dat
         ctx, batch = sample_inputs(cfg, data, k_data)
         return update(cfg, act_dim, learner, ctx, batch, k_step)
 
-    key, sub = jax.random.split(carry["key"])
-    learner, metrics = jax.lax.scan(one, carry["learner"], jax.random.split(sub, length))
-    return {**carry, "learner": learner, "key": key, "metrics": jax.tree.map(jnp.mean, metrics)}
+    return scan_steps(carry, length, one)
 
 
 def train(cfg: RunConfig, method: str, act_dim: int, inputs: dict, key, ckpt: Path | None = None,
