@@ -228,7 +228,7 @@ def compare_scores(entries, results, path: Path) -> Path:
 
 def compare_curves(entries, path: Path) -> Path:
     """`mbml compare`: test score against training steps, mean over seeds with a 95% band."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     for e in entries:
         if not e.curve:
             continue
@@ -241,7 +241,7 @@ def compare_curves(entries, path: Path) -> Path:
     ax.set_ylabel("test score")
     ax.set_title("Test score during training (mean, 95% band over seeds)")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         ax.text(0.5, 0.5, "no learning curves in these results.json (made before schema 2)",
                 ha="center", va="center", transform=ax.transAxes)
