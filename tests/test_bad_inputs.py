@@ -161,6 +161,11 @@ CASES = [  # (folder kind, argv with {run} and {root}, fragments of the error)
     ("teachers", "distill --methods full", ["no relabelling", "mbml ensembles"]),
     ("teachers", "distill --methods bogus", ["unknown method 'bogus'"]),
     ("teachers", "evaluate", ["no full student"]),
+    ("new", "distill --methods contextual_bcq", ["no dataset"]),  # a baseline needs only the datasets: those
+    ("data", "evaluate --methods batch_pearl", ["no batch_pearl agent", "mbml distill", "--methods batch_pearl"]),
+    ("none", "run --preset smoke --methods all full", ["methods repeat"]),
+    # compare
+    ("none", "compare {run}", ["no ", "results.json", "mbml report"]),
     ("students", "evaluate --methods neither", ["no neither student", "mbml distill", "--methods neither"]),
     ("students", "report", ["no full evaluation", "mbml evaluate"]),
     ("evaluated", "report --methods full neither", ["no neither evaluation"]),
@@ -187,7 +192,7 @@ def _argv(text: str, run: Path, root: Path) -> list[str]:
         argv += ["--out", str(out)]
     if argv[0] in ("export-minari", "import-minari"):
         argv += ["--root", str(root)]
-    elif argv[0] != "status":
+    elif argv[0] not in ("status", "compare"):
         argv += ["--quiet"]
     return [a.format(run=run) for a in argv]
 
