@@ -11,6 +11,10 @@ two methods ran on the same seeds' datasets (one run folder), paired per-seed di
 writes DIR/compare.md (the tables), DIR/compare.json (their numbers) and DIR/curves.png,
 DIR/scores.png. A RUN is a run folder or a results.json. Runs of different families or presets
 are refused unless --allow-mixed (their numbers are not comparable).
+
+The statistics are scipy's (`trim_mean`, `bootstrap`, `mannwhitneyu`), computed as rliable defines
+them; rliable itself (1.2.0) fails to import beside pandas 3 (its `arch` dependency, measured
+2026-12-07), so it is not a dependency.
 """
 
 from __future__ import annotations
@@ -85,31 +89,34 @@ def check_comparable(results: list[dict], allow_mixed: bool) -> None:
 
 
 def iqm(x: np.ndarray) -> float:
-    """Interquartile mean of all values: the mean of the middle 50% (rliable's `aggregate_iqm`,
-    scipy.stats.trim_mean(x, 0.25) over the flattened runs)."""
-    v = np.sort(np.asarray(x, float).ravel())
-    n = len(v)
-    cut = int(0.25 * n)  # trim_mean's rule: int(proportion * n) from each end
-    return float(v[cut:n - cut].mean())
+    """Interquartile mean of all values: the mean of the middle 50% (rliable's `aggregate_iqm`:
+    scipy.stats.trim_mean over the flattened runs)."""
+    from scipy.stats import trim_mean
+
+    return float(trim_mean(np.asarray(x, float).ravel(), 0.25))
 
 
 def stratified_bootstrap_ci(scores: np.ndarray, stat, rng: np.random.Generator, reps: int = BOOTSTRAP) -> list[float]:
     """95% percentile interval of `stat` over resamples of the seeds drawn with replacement
-    independently for each task (rliable's stratified bootstrap). scores: [seeds, tasks]."""
-    s, t = scores.shape
+    independently for each task (rliable's stratified bootstrap): scipy.stats.bootstrap with one
+    sample per task, which it resamples independently. scores: [seeds, tasks]."""
+    from scipy.stats import bootstrap
+
+    s, _ = scores.shape
     if s < 2:
         return [stat(scores)] * 2
-    idx = rng.integers(0, s, size=(reps, s, t))
-    boot = [stat(np.take_along_axis(scores, i, 0)) for i in idx]
-    return [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+    res = bootstrap(tuple(scores.T), lambda *cols: stat(np.stack(cols, -1)), n_resamples=reps, vectorized=False,
+                    method="percentile", rng=rng)
+    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
 
 
 def prob_improvement(x: np.ndarray, y: np.ndarray) -> float:
-    """P(X > Y): for each task, the chance that a run of X scores above a run of Y (ties count 1/2,
-    the Mann-Whitney statistic), averaged over tasks (rliable's `probability_of_improvement`)."""
-    per_task = [(np.sum(a[:, None] > b[None]) + 0.5 * np.sum(a[:, None] == b[None])) / (len(a) * len(b))
-                for a, b in zip(x.T, y.T)]
-    return float(np.mean(per_task))
+    """P(X > Y): for each task, the chance that a run of X scores above a run of Y (ties count 1/2):
+    the Mann-Whitney U statistic over n x m, averaged over tasks (rliable's
+    `probability_of_improvement`). x, y: [seeds, tasks]."""
+    from scipy.stats import mannwhitneyu
+
+    return float(np.mean([mannwhitneyu(a, b).statistic / (len(a) * len(b)) for a, b in zip(x.T, y.T)]))
 
 
 def paired(x: Entry, y: Entry, split: str = "test") -> dict | None:
