@@ -249,9 +249,9 @@ def test_sigterm_with_workers_stops_every_seed_process_and_keeps_their_times(tmp
     proc = subprocess.Popen([sys.executable, "-m", "mbml.cli", *args], env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        for seed in (0, 1):
-            wait_for(out / f"seed_{seed}" / "data" / "meta.json", proc)  # then in one teachers chunk for hours
-        time.sleep(1.0)
+        for seed in (0, 1):  # each seed's teachers stage has started (its first heartbeat), one chunk for hours
+            wait_for(out / f"seed_{seed}" / "ckpt" / "teachers.seconds.json", proc)
+        time.sleep(1.0)  # so each stage has run at least 1 s when the signal comes
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 2, children  # the seed workers (and the progress queue's manager)
         proc.send_signal(signal.SIGTERM)
