@@ -98,7 +98,10 @@ one is known) and a horizon of 200 for the smoke preset's SAC numbers, which not
 # tasks, three times the work per step: with (15K SAC; 5K, 5K, 3K) a run measured collection 62
 # min, teachers 42, ensembles 29 and distillation 0.8 s/step, about 3.5 h in all, so it now has
 # 12K SAC steps and (4K, 4K, 2K): about 2.7 h from those rates (not yet run end to end).
-CPU_SAC_STEPS = {"ant-dir": 30_000, "ant-goal": 30_000, "humanoid-dir": 30_000, "walker-param": 12_000}
+# The Ant families collect 60K steps: with the `layernorm` collector (CPU_COLLECTOR) a 90K-step probe
+# on ant-dir's first task, 3 seeds, averaged 155 at 30K steps (standing still earns about 204 there),
+# passed 204 at about 34K and reached 349 at 60K and 431 at 90K (docs/collectors.md, 2026-12-07).
+CPU_SAC_STEPS = {"ant-dir": 60_000, "ant-goal": 60_000, "humanoid-dir": 30_000, "walker-param": 12_000}
 CPU_LEARNER_STEPS = {None: (10_000, 10_000, 6_000), "walker-param": (4_000, 4_000, 2_000),
                      # 10K BCQ steps left the teachers at -930 on CrossQ-collected data (no better than
                      # standing still); on the same data 30K reached -497 (best per task), still rising
