@@ -13,6 +13,7 @@ z noise, episode).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import jax
@@ -83,15 +84,14 @@ def _protocol_host(family: Family, agent: Agent, ev: EvalConfig, use_mean: bool,
     from mbml import hostenv
 
     def run_episodes(z, keys):
-        k_act, k_seed = jax.random.split(keys[0])
+        k_act = jax.random.split(keys[0])[0]  # the actions' stream; keys[0] itself seeds task 0's env
         seeds = np.asarray(jax.vmap(lambda k: jax.random.randint(k, (), 0, 2**31 - 1))(keys))
         policy = lambda obs, k: act_batch(agent, params, obs, z, k)  # noqa: E731
-        return hostenv.episodes(family, envs, policy, k_act, seeds)
+        return hostenv.episodes(family, open_envs, policy, k_act, seeds)
 
-    if envs is not None:
-        return _adapt(family, agent, ev, use_mean, run_episodes, params, np.asarray(tasks), key)
-    with hostenv.TaskEnvs(family, np.asarray(tasks), threads) as envs:
-        return _adapt(family, agent, ev, use_mean, run_episodes, params, np.asarray(tasks), key)
+    tasks = np.asarray(tasks)
+    with contextlib.nullcontext(envs) if envs is not None else hostenv.TaskEnvs(family, tasks, threads) as open_envs:
+        return _adapt(family, agent, ev, use_mean, run_episodes, params, tasks, key)
 
 
 def protocol(family: Family, agent: Agent, params, tasks, key, ev: EvalConfig, use_mean: bool = False,

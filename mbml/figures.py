@@ -12,7 +12,6 @@ import numpy as np  # noqa: E402
 
 from mbml import io  # noqa: E402
 from mbml.methods import REGISTRY  # noqa: E402
-from mbml.report import read_curve  # noqa: E402
 
 COLORS = {name: info.color for name, info in REGISTRY.items()}
 
@@ -123,20 +122,17 @@ def scores(res: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def curves(run, seeds, methods, path: Path, res: dict | None = None) -> Path:
-    """(c) Test score against training steps (mean over seeds; band = min..max), with the
-    references of `res` (results.json) where given."""
+def curves(res: dict, path: Path) -> Path:
+    """(c) Test score against training steps (mean over seeds; band = min..max), from the methods'
+    `curve` in `res` (results.json), with its references."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for m in methods:
-        rows = [read_curve(run.seed_dir(s) / "students" / f"{m}.csv") for s in seeds]
-        steps = sorted(set.intersection(*(set(r) for r in rows))) if rows else []
-        if not steps or "test_score" not in rows[0][steps[0]]:
+    for m, v in res["methods"].items():
+        if not v.get("curve"):
             continue
-        y = np.array([[r[st]["test_score"] for st in steps] for r in rows])
+        steps, y = v["curve"]["step"], np.asarray(v["curve"]["test_score"])
         ax.plot(steps, y.mean(0), label=m, color=COLORS.get(m))
         ax.fill_between(steps, y.min(0), y.max(0), alpha=0.2, color=COLORS.get(m))
-    if res is not None:
-        _references(ax, res["references"])
+    _references(ax, res["references"])
     ax.set_xlabel("training steps (distillation for MBML)")
     ax.set_ylabel("test score")
     ax.set_title("Test score during training")
@@ -251,7 +247,7 @@ def compare_curves(entries, path: Path) -> Path:
 def make_all(run, seeds, methods, res, out: Path) -> dict[str, Path]:
     figs = {"datasets": datasets(run, seeds[0], out / "datasets.png"),
             "test scores": scores(res, out / "scores.png"),
-            "test score during training": curves(run, seeds, methods, out / "curves.png", res),
+            "test score during training": curves(res, out / "curves.png"),
             "posterior means": posteriors(run, seeds[0], methods, out / "posteriors.png")}
     if any("diagnostic" in v for v in res["methods"].values()):
         figs["task-inference diagnostic"] = diagnostic(res, out / "diagnostic.png")
