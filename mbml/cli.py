@@ -161,6 +161,31 @@ class Compare:
     """Compare runs of different families or presets too (their scores are not comparable)."""
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """Online SAC on one unseen task, started from a trained student, against the same SAC from scratch and
+    plain SAC, at the same env-step budget (paper Fig. 8). Writes RUN/transfer/NAME (resumable)."""
+
+    out: Path
+    """Run folder with the method's trained student (made by `mbml run` or `mbml demo`)."""
+    task: str
+    """The task: test:I, train:I or ood:I (of the family's splits), parameters (1.3; 0.5,1.0), or a .json file."""
+    method: str = "full"
+    """The MBML student to start from: full, no_relabel, no_triplet, neither, gt_relabel."""
+    seeds: tuple[int, ...] = ()
+    """Seeds of the run whose students are transferred, one transfer each (default: every seed folder)."""
+    steps: int | None = None
+    """Env steps on the task per arm, the student's own episodes included (default: the preset's)."""
+    set: tuple[str, ...] = ()
+    """Changes to the preset's transfer settings, e.g. transfer.eval_every=500 transfer.arms=student,scratch."""
+    name: str | None = None
+    """Folder name under RUN/transfer (default METHOD-TASK, e.g. full-test0)."""
+    force: bool = False
+    """Start the folder again from nothing."""
+    quiet: bool = False
+    """No progress bars."""
+
+
 def _dataset_dir(out: Path, seed: int) -> Path:
     """`out` itself if it is a dataset folder, else the run folder's seed_SEED/data."""
     for path in (out, out / f"seed_{seed}" / "data"):
@@ -221,6 +246,17 @@ def _execute(cmd) -> None:
         compare.write(results, cmd.out, cmd.reference)
         print((cmd.out / "compare.md").read_text().split("\n## Runs")[0].rstrip())
         print(f"\ncomparison: {cmd.out / 'compare.md'}", file=sys.stderr)
+    elif isinstance(cmd, Transfer):
+        from mbml.transfer_run import transfer
+
+        bars = _Bars(cmd.quiet)
+        try:
+            folder = transfer(cmd.out, cmd.method, cmd.task, cmd.seeds, cmd.steps, cmd.set, cmd.name, cmd.force,
+                              progress=bars)
+        finally:
+            bars.close()
+        print((folder / "transfer.md").read_text().split("![")[0].rstrip())
+        print(f"\ntransfer: {folder / 'transfer.md'}", file=sys.stderr)
     elif isinstance(cmd, Demo):
         res = run_pipeline(cmd.out, "point-nav", cmd.preset, cmd.seeds, cmd.methods, cmd.force, cmd.quiet,
                            workers=cmd.workers)
@@ -263,7 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     import tyro
 
     commands = {"demo": Demo, "run": RunCmd, **STAGE_CMDS, "export-minari": ExportMinari,
-                "import-minari": ImportMinari, "status": Status, "compare": Compare}
+                "import-minari": ImportMinari, "status": Status, "compare": Compare,
+                "transfer": Transfer}
     cmd = tyro.extras.subcommand_cli_from_dict(
         commands, args=argv, prog="mbml",
         description="mbml: multi-task batch RL with metric learning (Li et al., NeurIPS 2020).")

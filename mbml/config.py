@@ -291,6 +291,48 @@ class BatchPEARLConfig:
 
 
 @dataclass(frozen=True)
+class TransferConfig:
+    """Transfer to an unseen task (spec §8, `mbml transfer`): online SAC on one task started from a
+    student, against the same SAC from scratch and plain SAC. Not part of a run's config: each transfer
+    folder (RUN/transfer/NAME) keeps its own. Defaults are the authors' (`paper`)."""
+
+    steps: int = 360_000
+    """Environment steps on the new task per arm, everything counted: the student arm's own episodes
+    (`collect_steps`) come out of its budget (the authors: 10K + 350 epochs of 1K)."""
+    collect_steps: int = 10_000
+    """The student's episodes on the task under the evaluation protocol (whole episodes, at least this
+    many steps): the behaviour-cloning data, and the z of the last episode is frozen for the critics."""
+    bc_steps: int = 10_000
+    """Behaviour-cloning gradient steps of the student arm's fresh policy."""
+    init_steps: int = 10_000
+    """Environment steps with the initial policy (cloned or random) before learning starts."""
+    batch_size: int = 256
+    """Each of the two mini-batches per iteration (and behaviour cloning's)."""
+    lr: float = 3e-4
+    """Adam learning rate of critics, policy, temperature and behaviour cloning."""
+    gamma: float = 0.99
+    """Discount (the presets take the teachers' discount, which the student's Q was learned with)."""
+    tau: float = 5e-3
+    """Polyak rate of the target critics."""
+    policy_tau: float = 0.1
+    """Polyak rate of the policy towards its new parameters after every step (the authors' policy averaging)."""
+    q_hidden: tuple[int, ...] = (1024,) * 9
+    """Critics of the modified SAC (the student's Q sizes: the student arm's critics are its Q)."""
+    policy_hidden: tuple[int, ...] = (256, 256)
+    """The tanh-Gaussian policy (the run's SAC policy sizes)."""
+    eval_every: int = 1_000
+    """Environment steps between evaluations of the deterministic policy (the authors: every 1K)."""
+    eval_episodes: int = 5
+    """Episodes per evaluation."""
+    arms: tuple[str, ...] = ("student", "scratch", "sac")
+    """Arms to run: student (initialised from the method's student), scratch (the same SAC, random
+    initialisation), sac (plain SAC as mbml collects data)."""
+
+    def __post_init__(self):
+        _validate("transfer", self)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a run's numbers, besides the seed."""
 

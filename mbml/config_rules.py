@@ -80,6 +80,12 @@ RULES: dict[str, dict[str, Rule]] = {
                         gamma=DISCOUNT, tau=POLYAK, lr=RATE, kl_weight=WEIGHT, meta_batch=POSITIVE,
                         context_size=POSITIVE, batch_size=POSITIVE, policy_reg=WEIGHT, steps=POSITIVE,
                         eval_every=POSITIVE),
+    "transfer": dict(steps=POSITIVE, collect_steps=POSITIVE, bc_steps=POSITIVE, init_steps=COUNT,
+                     batch_size=POSITIVE, lr=RATE, gamma=DISCOUNT, tau=POLYAK, policy_tau=POLYAK, q_hidden=WIDTHS,
+                     policy_hidden=WIDTHS, eval_every=POSITIVE, eval_episodes=POSITIVE,
+                     arms=Rule(lambda v: isinstance(v, tuple) and len(v) > 0 and len(set(v)) == len(v)
+                               and all(a in ("student", "scratch", "sac") for a in v),
+                               "must be a comma list of distinct arms: student, scratch, sac")),
     "": dict(family=Rule(lambda v: v is None or v in FAMILIES,  # None: data imported without a family
                          f"choose one of {', '.join(FAMILIES)} (or null: data without a family)"),
              preset=one_of(PRESETS), lift=one_of(typing.get_args(Lift)),

@@ -244,6 +244,31 @@ def compare_curves(entries, path: Path) -> Path:
     return _save(fig, path)
 
 
+TRANSFER_COLORS = {"student": COLORS.get("full", "C0"), "scratch": "tab:gray", "sac": "k"}
+
+
+def transfer_curves(res: dict, path: Path) -> Path:
+    """`mbml transfer`: each arm's evaluation return against env steps on the new task, mean over seeds
+    with a 95% band, and the student's own episodes (no online learning) as a dashed line."""
+    from mbml.transfer_run import ARM_LABELS
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for arm, v in res["arms"].items():
+        mean, band = _t_band(np.asarray(v["per_seed"], float))
+        color = TRANSFER_COLORS.get(arm)
+        ax.plot(v["steps"], mean, label=f"{ARM_LABELS[arm]} ({len(v['seeds'])} seeds)", color=color)
+        if band is not None:
+            ax.fill_between(v["steps"], *band, alpha=0.2, color=color)
+    if "student_episodes" in res:
+        ax.axhline(res["student_episodes"]["mean_return"], ls="--", color=TRANSFER_COLORS["student"], lw=1,
+                   label="the student's own episodes")
+    ax.set_xlabel("environment steps on the new task (the student's own episodes included)")
+    ax.set_ylabel("return (deterministic policy)")
+    ax.set_title(f"Transfer of {res['method']} to {res['family']} {res['task_label']}: mean, 95% band over seeds")
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
 def make_all(run, seeds, methods, res, out: Path) -> dict[str, Path]:
     figs = {"datasets": datasets(run, seeds[0], out / "datasets.png"),
             "test scores": scores(res, out / "scores.png"),

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from mbml.config import (BatchPEARLConfig, BCQConfig, ContextualBCQConfig, DistillConfig, EnsembleConfig,  # noqa: F401
-                         EvalConfig, MbmlError, RunConfig, SACConfig, PRESETS)
+                         EvalConfig, MbmlError, RunConfig, SACConfig, TransferConfig, PRESETS)
 
 
 def _toy(preset: str) -> RunConfig:
@@ -200,3 +200,23 @@ def preset(family: str | None, name: str) -> RunConfig:
         return _mujoco(family, name, fam.horizon)
     except MbmlError as e:  # a value out of its range (RULES) in the preset's code
         raise MbmlError(f"preset {name!r} of {family}: {e}") from None
+
+
+def transfer_preset(cfg: RunConfig, horizon: int) -> TransferConfig:
+    """`mbml transfer`'s settings for a run of config `cfg` (episodes of `horizon` steps). Networks and
+    discount come from the run: critics at the student's Q sizes (the student arm's critics are its Q),
+    the policy at the collectors' sizes, the teachers' discount (the one the student's Q was learned
+    with). `paper`: the authors' budget (10K + 350K steps). `cpu`: 40K steps with 2K-step phases
+    (collection, behaviour cloning, initial steps), about 10 epochs of the authors' run; the toy: 3K
+    steps, its SAC's step size (1e-3), as the toy's collectors learn in 4K; `smoke`: seconds, for tests."""
+    net = dict(q_hidden=cfg.distill.q_hidden, policy_hidden=cfg.sac.policy_hidden, gamma=cfg.bcq.gamma)
+    if cfg.preset == "paper":
+        return TransferConfig(**net)
+    if cfg.preset == "smoke":
+        return TransferConfig(**net, steps=6 * horizon, collect_steps=2 * horizon, bc_steps=20, init_steps=horizon,
+                              batch_size=16, eval_every=2 * horizon, eval_episodes=2)
+    if cfg.family == "point-nav":  # demo and cpu
+        return TransferConfig(**net, steps=3_000, collect_steps=10 * horizon, bc_steps=1_000, init_steps=10 * horizon,
+                              batch_size=128, lr=cfg.sac.lr, eval_every=100, eval_episodes=10)
+    return TransferConfig(**net, steps=40_000, collect_steps=2_000, bc_steps=2_000, init_steps=2_000,
+                          eval_every=2_000, eval_episodes=3)
