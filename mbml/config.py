@@ -114,7 +114,9 @@ class EnsembleConfig:
     """Reward-prediction ensembles and relabelling (spec §4)."""
 
     members: int = 20
-    """Ensemble members per task; all see the same mini-batch (diversity from initialisation)."""
+    """Ensemble members per task; all see the same mini-batch (diversity from initialisation). 1: a single
+    reward network, which has no std to filter by, so every relabelled transition is accepted (the
+    paper's Fig. 7 comparison)."""
     hidden: tuple[int, ...] = (128,)
     """Hidden layers of each member (s, a) -> r."""
     lr: float = 3e-4

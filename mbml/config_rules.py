@@ -62,7 +62,7 @@ RULES: dict[str, dict[str, Rule]] = {
     "bcq": dict(actor_hidden=WIDTHS, critic_hidden=WIDTHS, vae_hidden=WIDTHS, lam=FRACTION, phi=WEIGHT,
                 gamma=DISCOUNT, tau=POLYAK, lr=RATE, batch_size=POSITIVE, steps=POSITIVE, num_candidates=POSITIVE,
                 eval_every=POSITIVE, eval_episodes=POSITIVE, dataset_size=COUNT),
-    "ensemble": dict(members=at_least(2),  # the members' std is the unbiased one (ddof 1)
+    "ensemble": dict(members=POSITIVE,  # 1: a single network, no std filter (ensembles.thresholds)
                      hidden=WIDTHS, lr=RATE, steps=POSITIVE, batch_size=POSITIVE, std_threshold=WEIGHT,
                      std_quantile=FRACTION, next_state=SWITCH, next_state_hidden=WIDTHS, next_state_steps=POSITIVE,
                      next_state_std_threshold=WEIGHT, next_state_holdout=MOMENT, next_state_store_mb=COUNT),

@@ -114,7 +114,7 @@ def _mean_std(target: Target, members, obs, act):
     """Mean [K_i, n(, obs)] and unbiased std [K_i, n] over members of every task's ensemble; the
     next-state std is averaged over the observation dims (spec §4.3)."""
     p = jax.vmap(lambda m: predict(target, m, obs, act))(members)
-    std = p.std(1, ddof=1)
+    std = p.std(1, ddof=1) if p.shape[1] > 1 else jnp.zeros_like(p[:, 0])  # one member: no spread
     return p.mean(1), std.reshape(std.shape[:2] + (-1,)).mean(-1)
 
 
@@ -214,9 +214,11 @@ def next_state_relabeller(target: Target, members) -> Callable:
 
 def thresholds(cfg: EnsembleConfig, std: np.ndarray, fixed: float | None = None) -> np.ndarray:
     """Per-task std threshold: `fixed` (default `cfg.std_threshold`) if > 0, else the `std_quantile`
-    quantile of task i's std on its own data."""
+    quantile of task i's std on its own data; infinite (no filter) with a single member."""
     k = std.shape[0]
     fixed = cfg.std_threshold if fixed is None else fixed
+    if cfg.members == 1:  # a single network has no spread to filter by: accept every relabelled transition
+        return np.full(k, np.inf, np.float32)
     if fixed > 0:
         return np.full(k, fixed, np.float32)
     return np.array([np.quantile(std[i, i], cfg.std_quantile) for i in range(k)], np.float32)

@@ -244,6 +244,23 @@ def compare_curves(entries, path: Path) -> Path:
     return _save(fig, path)
 
 
+def ensemble_study(study: dict, path: Path) -> Path:
+    """The reward-ensemble study (paper Fig. 7): mean |error| of the accepted relabelled rewards against the
+    fraction accepted, as the std threshold sweeps; a single network (no filter) and the run's threshold."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(study["accept_rate"], study["abs_error_accepted"], "o-", ms=3, color=COLORS.get("full"),
+            label=f"ensemble of {study['members']}, std threshold swept")
+    ax.scatter([study["run_accept_rate"]], [study["run_abs_error_accepted"]], marker="*", s=140, zorder=4,
+               color=COLORS.get("full"), edgecolor="k", label="the run's threshold")
+    ax.scatter([1.0], [study["single_all"]], marker="X", s=90, zorder=4, color="tab:red",
+               label="single network (member 0): no std, no filter")
+    ax.set_xlabel("fraction of other tasks' transitions accepted")
+    ax.set_ylabel("mean |relabelled - true reward| of accepted")
+    ax.set_title("Relabelling: the ensemble's std filter vs a single network")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 TRANSFER_COLORS = {"student": COLORS.get("full", "C0"), "scratch": "tab:gray", "sac": "k"}
 
 
@@ -276,4 +293,6 @@ def make_all(run, seeds, methods, res, out: Path) -> dict[str, Path]:
             "posterior means": posteriors(run, seeds[0], methods, out / "posteriors.png")}
     if any("diagnostic" in v for v in res["methods"].values()):
         figs["task-inference diagnostic"] = diagnostic(res, out / "diagnostic.png")
+    if "ensemble_study" in res:
+        figs["reward ensemble vs a single network"] = ensemble_study(res["ensemble_study"], out / "ensemble_study.png")
     return figs

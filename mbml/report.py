@@ -112,6 +112,11 @@ def collect_results(run: Run, seeds, methods) -> dict:
         p = run.seed_dir(s) / "memory.json"  # stages run by other processes (stage commands, --workers)
         if p.exists():
             res["peak_rss_mb"] = max(res["peak_rss_mb"], io.read_json(p)["peak_rss_mb"])
+    from mbml.ensemble_study import combine, seed_study
+
+    studies = [st for st in (seed_study(run, s) for s in seeds) if st is not None]
+    if studies:
+        res["ensemble_study"] = combine(studies)
     o, r = res["references"].get("oracle"), res["references"].get("random")
     if o and r:
         for m in res["methods"].values():
@@ -169,6 +174,7 @@ def runs_table(results: list[dict]) -> str:
 
 def write_report(run: Run, seeds, methods) -> dict:
     from mbml import figures
+    from mbml.ensemble_study import markdown as study_markdown
 
     res = collect_results(run, seeds, methods)
     fig_dir = run.out / "figures"
@@ -185,11 +191,37 @@ def write_report(run: Run, seeds, methods) -> dict:
           f"Relabelling: {100 * rel.get('accept_rate', float('nan')):.0f}% of other tasks' transitions accepted"
           + (f", mean |error| of accepted rewards {rel['abs_error_accepted']:.4f} (reward std {rel['reward_std']:.3f})"
              if "abs_error_accepted" in rel else "") + ".", "",
+          *(["Reward ensemble against a single network (paper Fig. 7):", "", *study_markdown(res["ensemble_study"]), ""]
+            if "ensemble_study" in res else []),
           "Timings (s, summed over seeds): " + ", ".join(f"{k} {v:.0f}" for k, v in res["timings"].items())
           + f"; peak memory {res['peak_rss_mb']:.0f} MB.", ""]
     md += [f"![{name}](figures/{p.name})" for name, p in figs.items()]
     io.atomic_write_bytes(run.out / "report.md", ("\n".join(md) + "\n").encode())
+    refresh_transfer(run.out)
     return res
+
+
+TRANSFER_HEADING = "## Transfer to unseen tasks (`mbml transfer`)"
+
+
+def refresh_transfer(out: Path) -> None:
+    """The `transfer` section of a run's results.json and report.md, from its transfer folders'
+    summaries (RUN/transfer/NAME/results.json; figures in RUN/figures/transfer-NAME.png). Called by the
+    report and after every `mbml transfer`; a run without a report is left alone."""
+    from mbml.transfer_run import markdown
+
+    out = Path(out)
+    found = {p.parent.name: io.read_json(p) for p in sorted(out.glob("transfer/*/results.json"))}
+    if (out / "results.json").exists():
+        res = io.read_json(out / "results.json")
+        if found or "transfer" in res:
+            io.write_json(out / "results.json", {**res, "transfer": found})
+    if (out / "report.md").exists() and found:
+        text = (out / "report.md").read_text().split(f"\n{TRANSFER_HEADING}\n")[0].rstrip("\n")
+        md = [text, "", TRANSFER_HEADING, ""]
+        for name, r in found.items():
+            md += markdown(r, figure=f"figures/transfer-{name}.png", level="###") + [""]
+        io.atomic_write_bytes(out / "report.md", "\n".join(md).encode())
 
 
 def gallery(runs: list[Path], dest: Path, link_prefix: str = "") -> str:

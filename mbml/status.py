@@ -104,4 +104,23 @@ def status_lines(out: Path, now: float | None = None) -> list[str]:
         part = r["part"] if r["part"] and r["part"].replace("_", " ") not in r["stage"].replace("_", " ") else ""
         lines.append(f"  seed {r['seed']}  {r['stage']:<{width}} {r['state']:<8} {how:>15} {hms(r['seconds']):>8}"
                      + (f"  ({part})" if part else ""))
+    return lines + transfer_lines(out, width)
+
+
+def transfer_lines(out: Path, width: int = 22) -> list[str]:
+    """The arms of every `mbml transfer` folder (RUN/transfer/NAME): done (its curve is written), started
+    (a checkpoint says how far: running now or stopped) or pending."""
+    lines = []
+    for folder in sorted(Path(out).glob("transfer/*/config.json")):
+        rec = _read(folder) or {}
+        arms = rec.get("transfer", {}).get("arms", [])
+        lines.append(f"  transfer {folder.parent.name}" + ("  (summary written)" if (folder.parent / "results.json").exists()
+                                                          else ""))
+        for seed in rec.get("seeds", []):
+            d = folder.parent / f"seed_{seed}"
+            for arm in arms:
+                p = _read(d / "ckpt" / f"{arm}.progress.json")
+                state = "done" if (d / f"{arm}.json").exists() else "started" if p is not None else "pending"
+                how = f"{p['done']}/{p['total']}" if p is not None and state == "started" else ""
+                lines.append(f"  seed {seed}  {'transfer ' + arm:<{width}} {state:<8} {how:>15}".rstrip())
     return lines

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -356,18 +357,25 @@ def transfer(out: Path, method: str, task_text: str, seeds=None, steps: int | No
             diff = next(k for k in record if json.loads(json.dumps(record[k])) != old.get(k))
             raise MbmlError(f"{folder} was made with another {diff}; use --name for a new folder or --force "
                             "to start it again (nothing was changed)")
-    if force and folder.exists():
-        import shutil
+    from mbml.lock import FolderLock, writer
 
-        shutil.rmtree(folder)
-    from mbml.run_folder import versions
+    with FolderLock(folder):  # one writer per transfer folder; the run's own stages may go on beside it
+        if force:
+            for item in folder.iterdir():
+                if item.name != ".mbml-lock":
+                    shutil.rmtree(item) if item.is_dir() else item.unlink()
+        from mbml.run_folder import versions
 
-    io.write_json(saved, {**record, "seeds": sorted(set(seeds) | set(io.read_json(saved).get("seeds", [])
-                                                                        if saved.exists() else [])),
-                          "versions": versions()})
-    for seed in seeds:
-        run_seed(run, folder, method, task, cfg, seed, progress)
-    summarise(folder)
+        before = io.read_json(saved).get("seeds", []) if saved.exists() else []
+        io.write_json(saved, {**record, "seeds": sorted(set(seeds) | set(before)), "versions": versions()})
+        for seed in seeds:
+            run_seed(run, folder, method, task, cfg, seed, progress)
+        summarise(folder)
+    if writer(run.out) is None:  # else the run's report adds the transfer when it is written
+        from mbml.report import refresh_transfer
+
+        with FolderLock(run.out):
+            refresh_transfer(run.out)
     return folder
 
 
@@ -452,7 +460,10 @@ def summarise(folder: Path) -> dict:
     if arms:
         from mbml.figures import transfer_curves
 
-        transfer_curves(out, folder / "transfer.png")
+        fig = transfer_curves(out, folder / "transfer.png")
+        run_figures = folder.parent.parent / "figures"  # for the run's report (and the gallery)
+        run_figures.mkdir(exist_ok=True)
+        shutil.copyfile(fig, run_figures / f"transfer-{folder.name}.png")
     io.atomic_write_bytes(folder / "transfer.md", ("\n".join(markdown(out)) + "\n").encode())
     return out
 
@@ -460,9 +471,9 @@ def summarise(folder: Path) -> dict:
 ARM_LABELS = {"student": "SAC from the student", "scratch": "same SAC, random init", "sac": "plain SAC (collector)"}
 
 
-def markdown(res: dict) -> list[str]:
+def markdown(res: dict, figure: str = "transfer.png", level: str = "##") -> list[str]:
     """The transfer's table: each arm's first and final return and when it reaches the references' finals."""
-    lines = [f"## Transfer of `{res['method']}` to {res['family']} task {res['task_label']} "
+    lines = [f"{level} Transfer of `{res['method']}` to {res['family']} task {res['task_label']} "
              f"({res['task']}), budget {res['budget']} env steps", "",
              "| arm | seeds | first eval | final return (95% CI) | steps to scratch's final | steps to plain SAC's final |",
              "|---|---|---|---|---|---|"]
@@ -483,4 +494,4 @@ def markdown(res: dict) -> list[str]:
         s = res["student_episodes"]
         lines += ["", f"The student's own episodes on the task (no online learning): mean return {s['mean_return']:.2f}; "
                       f"behaviour-cloning loss {s['bc_loss']:.3f}."]
-    return lines + ["", "![transfer](transfer.png)"]
+    return lines + ["", f"![transfer]({figure})"]

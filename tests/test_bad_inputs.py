@@ -115,7 +115,7 @@ CASES = [  # (folder kind, argv with {run} and {root}, fragments of the error)
     ("none", "run --preset smoke --set sac.gamma=1.5", ["--set sac.gamma=1.5: must be in (0, 1]"]),
     ("none", "run --preset smoke --set distill.q_hidden=64,0", ["distill.q_hidden=64,0", "positive integers"]),
     ("none", "run --preset smoke --set sac.lr=nan", ["--set sac.lr=nan: must be a positive number"]),
-    ("none", "run --preset smoke --set ensemble.members=1", ["ensemble.members=1: must be an integer, at least 2"]),
+    ("none", "run --preset smoke --set ensemble.members=0", ["ensemble.members=0: must be a positive integer (at least 1)"]),
     ("none", "run --preset smoke --set eval.episodes=2", ["eval.score_from=2: must be less than eval.episodes (2)"]),
     ("none", "run --preset smoke --set sac.total_steps=1e999", ["sac.total_steps=1e999: expected an integer"]),
     ("none", "run --preset smoke --set bcq.batch_size=1000", ["bcq.batch_size=1000", "600 transitions per task"]),

@@ -54,7 +54,7 @@ def test_every_preset_is_in_range_and_its_batches_fit_its_collection(family):
     (lambda: SACConfig(warmup_steps=-1), "sac.warmup_steps=-1: must be a non-negative integer"),
     (lambda: SACConfig(adam_b1=1.0), "sac.adam_b1=1.0: must be in [0, 1)"),
     (lambda: SACConfig(learn_temperature="yes"), "sac.learn_temperature=yes: must be true or false"),
-    (lambda: EnsembleConfig(members=1), "ensemble.members=1: must be an integer, at least 2"),
+    (lambda: EnsembleConfig(members=0), "ensemble.members=0: must be a positive integer (at least 1)"),
     (lambda: EnsembleConfig(std_quantile=1.1), "ensemble.std_quantile=1.1: must be in [0, 1]"),
     (lambda: EnsembleConfig(std_threshold=-0.1), "ensemble.std_threshold=-0.1: must be a non-negative number"),
     (lambda: EnsembleConfig(next_state_holdout=1.0), "ensemble.next_state_holdout=1.0: must be in [0, 1)"),
@@ -113,7 +113,7 @@ def _stored(change) -> dict:
 @pytest.mark.parametrize("change,fragment", [
     (lambda d: d["bcq"].update(steps=-5), "bcq.steps=-5: must be a positive integer"),
     (lambda d: d["sac"].update(q_hidden=[64, "wide"]), "sac.q_hidden=64,wide: must be a comma list"),
-    (lambda d: d["ensemble"].update(members=4.0), "ensemble.members=4.0: must be an integer, at least 2"),
+    (lambda d: d["ensemble"].update(members=4.0), "ensemble.members=4.0: must be a positive integer (at least 1)"),
     (lambda d: d["eval"].update(bogus=1), "unknown config field 'eval.bogus'"),
     (lambda d: d.update(distill=[1, 2]), "distill=[1, 2]: must be a table of its fields"),
     (lambda d: d.update(nets={}), "unknown config field 'nets'"),
