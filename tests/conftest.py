@@ -54,3 +54,13 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(name="snapshot")
 def snapshot_fixture():
     return snapshot
+
+
+@pytest.fixture(scope="session")
+def smoke_full_run(tmp_path_factory):
+    """A smoke run of the toy with the `full` student (every stage), shared by the tests that read one."""
+    from mbml.cli import run_pipeline
+
+    out = tmp_path_factory.mktemp("smoke-full") / "run"
+    run_pipeline(out, "point-nav", "smoke", seeds=(0,), methods=("full",), quiet=True, workers=1)
+    return out

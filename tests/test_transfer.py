@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mbml import io, sac, student as S, transfer as T
-from mbml.cli import main, run_pipeline
+from mbml.cli import main
 from mbml.config import DistillConfig, TransferConfig
 from mbml.errors import MbmlError
 from mbml.transfer_run import parse_task, summarise, transfer
@@ -138,11 +138,9 @@ def test_parse_task():
 
 # ---------------------------------------------------------------------- the command on a smoke run
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("transfer") / "run"
-    run_pipeline(out, "point-nav", "smoke", seeds=(0,), methods=("full",), quiet=True, workers=1)
-    return out
+@pytest.fixture
+def smoke_run(smoke_full_run):
+    return smoke_full_run
 
 
 def test_transfer_command_writes_curves_and_summary(smoke_run, capsys):
