@@ -104,6 +104,18 @@ STAGE_CMDS = {s: _stage_cmd(s, d) for s, d in STAGE_DOCS.items()}
 
 
 @dataclass(frozen=True)
+class EvaluateCmd(STAGE_CMDS["evaluate"]):
+    protocol: Literal["online", "online-last", "nonprior", "offline-context"] = "online"
+    """Protocol: online (the paper's, episodes 3-5), online-last (PEARL's: episode 5 of the same episodes),
+    nonprior (CSRO's: a first episode of random actions), offline-context (not implemented yet). Another
+    than online adds its scores to a finished run folder without retraining."""
+
+
+EvaluateCmd.__doc__ = STAGE_DOCS["evaluate"] + " --protocol adds another protocol's scores."
+STAGE_CMDS["evaluate"] = EvaluateCmd
+
+
+@dataclass(frozen=True)
 class ExportMinari:
     """Export a multi-task dataset to Minari: one Minari dataset PREFIX/taskII-v0 per task (see README)."""
 
@@ -229,6 +241,34 @@ def _summary(res: dict, out: Path) -> None:
     print(f"results: {out / 'results.json'}  report: {out / 'report.md'}", file=sys.stderr)
 
 
+def _evaluate_protocol(cmd) -> None:
+    """`mbml evaluate --protocol P` (P other than online): P's scores for the folder's trained methods,
+    added to its report when it has one."""
+    from mbml import methods as M
+    from mbml.lock import FolderLock
+    from mbml.pipeline import Run
+    from mbml.report import write_report
+
+    if cmd.protocol == "offline-context":
+        raise MbmlError("--protocol offline-context is not implemented yet: it needs datasets collected on the "
+                        "test tasks, which mbml does not collect yet; use online, online-last or nonprior")
+    recorded = read_record(cmd.out)
+    run = Run.open(cmd.out, create=False)
+    seeds = cmd.seeds or tuple(recorded.get("seeds", [0]))
+    methods = cmd.methods or tuple(recorded.get("methods", ["full", "neither"]))
+    for seed in seeds:
+        for m in methods:
+            run.require(seed, M.get(m).step)
+    with FolderLock(cmd.out):
+        for seed in seeds:
+            for m in methods:
+                print(f"  seed {seed} {m}: {cmd.protocol} protocol", file=sys.stderr, flush=True)
+                run.evaluate_protocol(seed, m, cmd.protocol, cmd.force)
+        if (cmd.out / "results.json").exists():
+            res = write_report(run, tuple(recorded.get("seeds", seeds)), tuple(recorded.get("methods", methods)))
+            _summary(res, cmd.out)
+
+
 def _execute(cmd) -> None:
     if isinstance(cmd, (ExportMinari, ImportMinari)):
         _minari_cmd(cmd)
@@ -246,6 +286,8 @@ def _execute(cmd) -> None:
         compare.write(results, cmd.out, cmd.reference)
         print((cmd.out / "compare.md").read_text().split("\n## Runs")[0].rstrip())
         print(f"\ncomparison: {cmd.out / 'compare.md'}", file=sys.stderr)
+    elif getattr(cmd, "protocol", "online") not in ("online", "online-last"):
+        _evaluate_protocol(cmd)
     elif isinstance(cmd, Transfer):
         from mbml.transfer_run import transfer
 

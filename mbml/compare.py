@@ -187,6 +187,19 @@ def table(cmp: dict) -> str:
     return "\n".join(lines)
 
 
+def protocols_table(results: list[dict]) -> list[str]:
+    """Method x protocol: each run's methods' test scores under every protocol they were evaluated with
+    (`report.protocol_table` of each run, one table per run folder); nothing when none has another."""
+    from mbml.report import protocol_table
+
+    out = []
+    for res in results:
+        lines = protocol_table(res)
+        if lines:
+            out += [f"Run `{Path(res['_path']).name}`. " + lines[0], *lines[1:]]
+    return out
+
+
 def write(results: list[dict], out: Path, reference: str | None = None) -> dict:
     from mbml import figures
 
@@ -203,7 +216,7 @@ def write(results: list[dict], out: Path, reference: str | None = None) -> dict:
           f"seed x task score, 95% stratified bootstrap interval ({BOOTSTRAP} resamples). Last episode: episode 5 "
           f"alone (PEARL's score). P({cmp['reference']} better): chance that a seed of `{cmp['reference']}` "
           "scores above a seed of the method on a task, averaged over tasks. Paired: per-seed differences on "
-          "the same datasets (methods of one run folder).", "", table(cmp), "",
+          "the same datasets (methods of one run folder).", "", table(cmp), "", *protocols_table(results),
           "## Runs", "", runs_table(results), ""]
     md += [f"![{name}]({p.name})" for name, p in figs.items()]
     io.atomic_write_bytes(out / "compare.md", ("\n".join(md) + "\n").encode())

@@ -31,6 +31,15 @@ METHODS = {
     "gt_relabel": Method("true", "relabel"),
 }
 PRESETS = ("smoke", "demo", "cpu", "paper")
+PROTOCOLS = {
+    "online": "the paper's (spec §6): z from the prior first, then the posterior of the agent's own episodes; "
+              "score = mean return of episodes 3-5",
+    "online-last": "PEARL's score: the same episodes, the last one's return",
+    "nonprior": "CSRO's: the first episode with uniform random actions, then the posterior of everything "
+                "collected; score = mean return of episodes 3-5",
+}
+"""The evaluation protocols every method is scored under (`mbml evaluate --protocol`). `online` and
+`online-last` are two scores of one set of episodes; `nonprior` runs its own."""
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,11 @@ def score(returns, score_from: int):
     return jnp.mean(returns[..., score_from:], axis=-1)
 
 
-def _adapt(family: Family, agent: Agent, ev: EvalConfig, use_mean: bool, run_episodes, params, tasks, key) -> dict:
-    """The protocol's loop over episodes, for every task at once; `run_episodes(z [T, L], keys [T])`
-    gives returns [T] and transitions [T, H, ...] (with a `valid` mask)."""
+def _adapt(family: Family, agent: Agent, ev: EvalConfig, use_mean: bool, run_episodes, params, tasks, key,
+           explore: int = 0) -> dict:
+    """The protocol's loop over episodes, for every task at once; `run_episodes(z [T, L], keys [T], random)`
+    gives returns [T] and transitions [T, H, ...] (with a `valid` mask); the first `explore` episodes act
+    uniformly at random (`random` True)."""
     t, h, e = tasks.shape[0], family.horizon, ev.episodes
     keys = jax.random.split(key, t)
     mu, var = jnp.zeros((t, agent.latent_dim)), jnp.ones((t, agent.latent_dim))  # the prior
@@ -44,7 +46,7 @@ def _adapt(family: Family, agent: Agent, ev: EvalConfig, use_mean: bool, run_epi
         keys, kz, kr = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, 3))(keys), 1, 0)
         noise = 0.0 if use_mean and i > 0 else 1.0  # episode 1 always samples the prior
         z = mu + noise * jnp.sqrt(var) * jax.vmap(lambda k, m: jax.random.normal(k, m.shape))(kz, mu)
-        ret, tr = run_episodes(z, kr)
+        ret, tr = run_episodes(z, kr, i < explore)
         ctx = agent.context(*(jnp.asarray(tr[f]) for f in ("obs", "actions", "rewards", "next_obs")))
         if buf is None:
             buf = jnp.zeros((t, e * h, ctx.shape[-1]))
@@ -63,13 +65,21 @@ def _posterior(agent: Agent, params, ctx, mask):
     return agent.posterior(params, ctx, mask)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _protocol_jax(family: Family, agent: Agent, ev: EvalConfig, use_mean: bool, params, tasks, key) -> dict:
-    def run_episodes(z, keys):
+def uniform_action(act_dim: int, obs, key):
+    """Uniform random actions in [-1, 1] for one observation or a batch [..., obs]."""
+    return jax.random.uniform(key, obs.shape[:-1] + (act_dim,), minval=-1.0, maxval=1.0)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 7))
+def _protocol_jax(family: Family, agent: Agent, ev: EvalConfig, use_mean: bool, params, tasks, key,
+                  explore: int = 0) -> dict:
+    def run_episodes(z, keys, random):
         def one(task, k, zz):
-            return rollout.episode(family, lambda obs, kk: agent.act(params, obs, zz, kk), task, k)
+            act = ((lambda obs, kk: uniform_action(family.act_dim, obs, kk)) if random
+                   else (lambda obs, kk: agent.act(params, obs, zz, kk)))
+            return rollout.episode(family, act, task, k)
         return jax.vmap(one)(tasks, keys, z)
-    return _adapt(family, agent, ev, use_mean, run_episodes, params, tasks, key)
+    return _adapt(family, agent, ev, use_mean, run_episodes, params, tasks, key, explore)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -80,38 +90,41 @@ def act_batch(agent: Agent, params, obs, z, key):
 
 
 def _protocol_host(family: Family, agent: Agent, ev: EvalConfig, use_mean: bool, params, tasks, key,
-                   threads: int | None = None, envs=None) -> dict:
+                   threads: int | None = None, envs=None, explore: int = 0) -> dict:
     from mbml import hostenv
 
-    def run_episodes(z, keys):
+    def run_episodes(z, keys, random):
         k_act = jax.random.split(keys[0])[0]  # the actions' stream; keys[0] itself seeds task 0's env
         seeds = np.asarray(jax.vmap(lambda k: jax.random.randint(k, (), 0, 2**31 - 1))(keys))
-        policy = lambda obs, k: act_batch(agent, params, obs, z, k)  # noqa: E731
+        policy = ((lambda obs, k: uniform_action(family.act_dim, obs, k)) if random
+                  else (lambda obs, k: act_batch(agent, params, obs, z, k)))
         return hostenv.episodes(family, open_envs, policy, k_act, seeds)
 
     tasks = np.asarray(tasks)
     with contextlib.nullcontext(envs) if envs is not None else hostenv.TaskEnvs(family, tasks, threads) as open_envs:
-        return _adapt(family, agent, ev, use_mean, run_episodes, params, tasks, key)
+        return _adapt(family, agent, ev, use_mean, run_episodes, params, tasks, key, explore)
 
 
 def protocol(family: Family, agent: Agent, params, tasks, key, ev: EvalConfig, use_mean: bool = False,
-             threads: int | None = None, envs=None) -> dict:
+             threads: int | None = None, envs=None, explore: int = 0) -> dict:
     """Run the protocol once on every task. Returns per-task `returns` [T, E], `score` [T] (episodes
     after `score_from`), `last_episode` [T], `posterior_means` [T, E+1, L] (the prior's first),
     `posterior_std` [T, E] (mean std after each episode) and `last_obs` [T, E, obs] (where each
     episode ended). `use_mean` acts with the posterior mean from episode 2 on instead of a sample (an
-    analysis switch; the protocol samples). Host-stepped families may pass open `envs` (`TaskEnvs`)."""
+    analysis switch; the protocol samples). Host-stepped families may pass open `envs` (`TaskEnvs`).
+    `explore` > 0: the first `explore` episodes act uniformly at random (CSRO's non-prior collection;
+    the `nonprior` protocol), and the posterior after them is the first the agent acts with."""
     if family.jax_env is not None:
-        return _protocol_jax(family, agent, ev, use_mean, params, jnp.asarray(tasks, jnp.float32), key)
-    return _protocol_host(family, agent, ev, use_mean, params, tasks, key, threads, envs)
+        return _protocol_jax(family, agent, ev, use_mean, params, jnp.asarray(tasks, jnp.float32), key, explore)
+    return _protocol_host(family, agent, ev, use_mean, params, tasks, key, threads, envs, explore)
 
 
-def evaluate(family: Family, agent: Agent, params, tasks, key, ev: EvalConfig) -> dict:
+def evaluate(family: Family, agent: Agent, params, tasks, key, ev: EvalConfig, explore: int = 0) -> dict:
     """The protocol `ev.repeats` times per task (run r with key fold_in(key, r), the first with key):
     numpy arrays, with `returns`, `score` and `last_episode` averaged over the runs and the rest of
     the first run's."""
-    runs = [jax.device_get(protocol(family, agent, params, tasks, jax.random.fold_in(key, r) if r else key, ev))
-            for r in range(ev.repeats)]
+    runs = [jax.device_get(protocol(family, agent, params, tasks, jax.random.fold_in(key, r) if r else key, ev,
+                                    explore=explore)) for r in range(ev.repeats)]
     out = {k: np.asarray(v) for k, v in runs[0].items()}
     for k in ("returns", "score", "last_episode"):
         out[k] = np.mean([np.asarray(r[k]) for r in runs], axis=0)

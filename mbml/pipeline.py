@@ -23,7 +23,8 @@ from mbml.evaluate import evaluate as run_protocol, inference_diagnostic
 from mbml.hostenv import collect_host, mean_returns
 from mbml.run_folder import (Parts, RunFolder, _append_csv, _tensorboard, family_of_data, first_dataset,  # noqa: F401
                              peak_rss_mb, save_running_stages, versions)
-from mbml.steps import HEARTBEAT, STAGES, Progress, Step, done_marker, seed_steps, stage_steps  # noqa: F401
+from mbml.steps import (HEARTBEAT, STAGES, Progress, Step, done_marker, seed_steps, stage_key,  # noqa: F401
+                        stage_steps)
 from mbml.teachers import evaluate_own_tasks, train_teachers
 from mbml.train_loop import remove_checkpoint
 from mbml.transitions import device_data
@@ -268,6 +269,24 @@ class Run(RunFolder):
                 out["diagnostic"] = parts("diagnostic", diagnostic)
             io.write_json(path, out)
         parts.clear()
+
+    def evaluate_protocol(self, seed: int, method: str, protocol: str, force: bool = False) -> None:
+        """Method `method` under another protocol than the paper's (`config.PROTOCOLS`), on every split:
+        `eval/M@PROTOCOL.json`. `online` and `online-last` are the `evaluate` stage's own episodes."""
+        if protocol in ("online", "online-last"):
+            return self.evaluate(seed, method, force)
+        path = self.seed_dir(seed) / "eval" / f"{method}@{protocol}.json"
+        if path.exists() and not force:
+            return
+        params = self.load_params(seed, method)
+        key = jax.random.fold_in(self.key(seed, "evaluate"), stage_key(protocol))
+        out = {}
+        with self.timed(seed, f"evaluate_{method}@{protocol}"):
+            for i, (split, tasks) in enumerate(self.splits()):
+                r = run_protocol(self.family, self.agent(method), params, tasks, jax.random.fold_in(key, i),
+                                 self.cfg.eval, explore=1)
+                out[split] = {k: v.tolist() for k, v in r.items()}
+            io.write_json(path, out)
 
     def references(self, seed: int, force: bool = False) -> None:
         """Teachers on their own tasks (where the run has teachers); oracle and random policies (MuJoCo:

@@ -14,6 +14,9 @@ from mbml.pipeline import Run, peak_rss_mb, versions
 # policy, and zero actions (MuJoCo families: "does the policy do anything at all?").
 REFERENCES = ("oracle", "random", "zero_action")
 SPLITS = ("test", "train", "ood")
+OWN_PROTOCOLS = tuple(p for p in C.PROTOCOLS if p not in ("online", "online-last"))
+"""Protocols with episodes of their own (`eval/M@PROTOCOL.json`); `online` and `online-last` score the
+evaluation stage's episodes."""
 """Task splits in results.json: unseen test tasks, the training tasks, out-of-distribution tasks (where
 the family defines them)."""
 
@@ -94,6 +97,12 @@ def collect_results(run: Run, seeds, methods) -> dict:
         curve = method_curve(run, seeds, m)
         if curve:
             res["methods"][m]["curve"] = curve
+        for name in OWN_PROTOCOLS:  # scores under other protocols (`mbml evaluate --protocol`), where every seed has them
+            paths = [run.seed_dir(s) / "eval" / f"{m}@{name}.json" for s in seeds]
+            if all(p.exists() for p in paths):
+                pe = [io.read_json(p) for p in paths]
+                res["methods"][m].setdefault("protocols", {})[name] = {
+                    split: _method_stats(pe, split) for split in SPLITS if all(split in e for e in pe)}
     for name in REFERENCES:
         if name in refs[0]:
             res["references"][name] = {split: {"mean": float(np.mean([r[name][split] for r in refs]))}
@@ -123,6 +132,31 @@ def collect_results(run: Run, seeds, methods) -> dict:
             for split in (s for s in SPLITS if s in m and s in o and s in r):
                 m[split]["fraction_random_to_oracle"] = (m[split]["mean"] - r[split]["mean"]) / (o[split]["mean"] - r[split]["mean"])
     return res
+
+
+def protocol_table(res: dict, split: str = "test") -> list[str]:
+    """Each method's score under each protocol it was evaluated with (`config.PROTOCOLS`): `online` and
+    `online-last` from the evaluation stage, others from `mbml evaluate --protocol`. Empty when no
+    method has another protocol."""
+    extra = [p for p in OWN_PROTOCOLS if any(p in v.get("protocols", {}) for v in res["methods"].values())]
+    if not extra:
+        return []
+    head = ["method", "online (episodes 3-5)", "online-last (episode 5)", *extra]
+    lines = [f"Scores on the {split} tasks under each evaluation protocol (95% interval over seeds):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m, v in res["methods"].items():
+        cells = [f"`{m}`", _with_ci(v.get(split)), _with_ci(v.get(split, {}).get("last_episode"))]
+        cells += [_with_ci(v.get("protocols", {}).get(p, {}).get(split)) for p in extra]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _with_ci(stats: dict | None) -> str:
+    if not stats:
+        return "–"
+    if len(stats.get("per_seed", ())) < 2:
+        return f"{stats['mean']:.2f}"
+    return f"{stats['mean']:.2f} [{stats['ci95'][0]:.2f}, {stats['ci95'][1]:.2f}]"
 
 
 def _cell(stats: dict | None) -> str:
@@ -187,7 +221,7 @@ def write_report(run: Run, seeds, methods) -> dict:
           "tasks (\"last episode\": episode 5 alone, PEARL's score); intervals are 95% Student-t intervals "
           "across seeds. \"Reads rewards / states\": given "
           "task-j transitions carrying task i's true rewards, how often the inferred task is i / j.", "",
-          markdown_table(res), "",
+          markdown_table(res), "", *protocol_table(res),
           f"Relabelling: {100 * rel.get('accept_rate', float('nan')):.0f}% of other tasks' transitions accepted"
           + (f", mean |error| of accepted rewards {rel['abs_error_accepted']:.4f} (reward std {rel['reward_std']:.3f})"
              if "abs_error_accepted" in rel else "") + ".", "",

@@ -38,3 +38,22 @@ def test_the_study_sweeps_thresholds_and_measures_a_single_member(smoke_full_run
     # member 0 alone: a different relabeller from the mean of all members, measured on the same pairs
     assert np.isfinite(study["single_all"]) and study["single_all"] != study["ensemble_all"]
     assert io.read_json(smoke_full_run / "seed_0" / "ensemble_study.json") == study  # cached
+
+
+def test_evaluate_protocol_adds_scores_without_retraining(smoke_full_run, capsys, snapshot):
+    from mbml.cli import main
+
+    students = snapshot(smoke_full_run / "seed_0" / "students")
+    main(["evaluate", "--out", str(smoke_full_run), "--protocol", "nonprior", "--quiet"])
+    ev = io.read_json(smoke_full_run / "seed_0" / "eval" / "full@nonprior.json")
+    assert set(ev) >= {"train", "test"} and len(ev["test"]["score"]) == 8
+    res = io.read_json(smoke_full_run / "results.json")
+    assert res["methods"]["full"]["protocols"]["nonprior"]["test"]["per_seed"] == [np.mean(ev["test"]["score"])]
+    assert "nonprior" in (smoke_full_run / "report.md").read_text()
+    assert snapshot(smoke_full_run / "seed_0" / "students") == students  # nothing retrained
+    before = snapshot(smoke_full_run)
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--out", str(smoke_full_run), "--protocol", "offline-context", "--quiet"])
+    assert "not implemented yet" in capsys.readouterr().err and snapshot(smoke_full_run) == before

@@ -86,3 +86,27 @@ def test_diagnostic_tells_what_an_encoder_reads(column, reads):
     out = E.inference_diagnostic(Scripted(column=column), 1.0, data, true, jax.random.PRNGKey(0), 4)
     other = "reads_states" if reads == "reads_rewards" else "reads_rewards"
     assert float(out[reads]) == 1.0 and float(out[other]) == 0.0
+
+
+def test_nonprior_acts_at_random_first_then_from_the_posterior_of_everything():
+    """`explore=1` (CSRO's protocol): episode 1 takes uniform random actions, whatever the agent; the
+    episodes after it are the agent's, with z from the posterior of all transitions so far, random
+    episode included, on both backends (their random actions come from differently split keys, so only
+    the episodes after the random one are compared between them)."""
+    fam, ev = get_family("point-nav"), preset("point-nav", "smoke").eval
+    tasks = fam.test_tasks[:3]
+    key = jax.random.PRNGKey(1)
+    online = jax.device_get(E.protocol(fam, Scripted(var=0.0), 1.0, tasks, key, ev))
+    nonprior = jax.device_get(E.protocol(fam, Scripted(var=0.0), 1.0, tasks, key, ev, explore=1))
+    lost = jax.device_get(E.protocol(fam, Scripted(var=0.0, column=0), 1.0, tasks, key, ev, explore=1))
+    # episode 1 is the same random walk whatever the agent reads, and not the agent's own first episode
+    np.testing.assert_array_equal(nonprior["returns"][:, 0], lost["returns"][:, 0])
+    assert not np.allclose(nonprior["returns"][:, 0], online["returns"][:, 0])
+    rewards = nonprior["returns"] / fam.horizon
+    running = np.cumsum(rewards, 1) / np.arange(1, ev.episodes + 1)
+    np.testing.assert_allclose(nonprior["posterior_means"][:, 1:, 0], running, rtol=1e-5)
+    host = jax.device_get(E._protocol_host(fam, Scripted(var=0.0), ev, False, 1.0, tasks, key, explore=1))
+    host_online = jax.device_get(E._protocol_host(fam, Scripted(var=0.0), ev, False, 1.0, tasks, key))
+    assert not np.allclose(host["returns"][:, 0], host_online["returns"][:, 0])
+    host_running = np.cumsum(host["returns"] / fam.horizon, 1) / np.arange(1, ev.episodes + 1)
+    np.testing.assert_allclose(host["posterior_means"][:, 1:, 0], host_running, rtol=1e-5)
