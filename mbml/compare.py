@@ -200,6 +200,19 @@ def protocols_table(results: list[dict]) -> list[str]:
     return out
 
 
+def transfer_tables(results: list[dict]) -> list[str]:
+    """Each run's `mbml transfer` summaries (results.json's `transfer`), as the transfer folders show them."""
+    from mbml.transfer_run import markdown
+
+    out = []
+    for res in results:
+        for name, t in res.get("transfer", {}).items():
+            lines = markdown(t, level="##")
+            out += [lines[0] + f" (run `{Path(res['_path']).name}`, folder transfer/{name})",
+                    *[line for line in lines[1:] if not line.startswith("![")]]
+    return out
+
+
 def write(results: list[dict], out: Path, reference: str | None = None) -> dict:
     from mbml import figures
 
@@ -217,6 +230,7 @@ def write(results: list[dict], out: Path, reference: str | None = None) -> dict:
           f"alone (PEARL's score). P({cmp['reference']} better): chance that a seed of `{cmp['reference']}` "
           "scores above a seed of the method on a task, averaged over tasks. Paired: per-seed differences on "
           "the same datasets (methods of one run folder).", "", table(cmp), "", *protocols_table(results),
+          *transfer_tables(results),
           "## Runs", "", runs_table(results), ""]
     md += [f"![{name}]({p.name})" for name, p in figs.items()]
     io.atomic_write_bytes(out / "compare.md", ("\n".join(md) + "\n").encode())

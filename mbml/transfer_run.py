@@ -473,8 +473,9 @@ ARM_LABELS = {"student": "SAC from the student", "scratch": "same SAC, random in
 
 def markdown(res: dict, figure: str = "transfer.png", level: str = "##") -> list[str]:
     """The transfer's table: each arm's first and final return and when it reaches the references' finals."""
+    params = ", ".join(f"{v:.4g}" for v in res["task"])
     lines = [f"{level} Transfer of `{res['method']}` to {res['family']} task {res['task_label']} "
-             f"({res['task']}), budget {res['budget']} env steps", "",
+             f"({params}), budget {res['budget']} env steps", "",
              "| arm | seeds | first eval | final return (95% CI) | steps to scratch's final | steps to plain SAC's final |",
              "|---|---|---|---|---|---|"]
     for arm, v in res["arms"].items():

@@ -159,6 +159,11 @@ def test_transfer_command_writes_curves_and_summary(smoke_run, capsys):
     assert "SAC from the student" in capsys.readouterr().out
     rows = (folder / "seed_0" / "student.csv").read_text().splitlines()
     assert len(rows) == 1 + len(student["steps"])
+    # the run's report, results.json and `mbml compare` carry it
+    assert io.read_json(smoke_run / "results.json")["transfer"]["full-test0"] == res
+    assert "figures/transfer-full-test0.png" in (smoke_run / "report.md").read_text()
+    main(["compare", str(smoke_run), "--out", str(smoke_run.parent / "cmp")])
+    assert "Transfer of `full` to point-nav task test0" in (smoke_run.parent / "cmp" / "compare.md").read_text()
 
 
 def test_a_stopped_transfer_resumes_to_the_same_curve(smoke_run, tmp_path):
