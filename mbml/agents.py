@@ -20,6 +20,10 @@ from mbml.config import DistillConfig
 
 
 class Agent(Protocol):
+    """What the evaluation protocol and the diagnostic need of a method. An agent may also have a
+    `prior_std` (float; 1.0 where absent): the protocol's first episode samples z from N(0, prior_std^2 I).
+    FOCAL's is 0 (its empty context is z = 0); the product-of-Gaussians encoders keep N(0, I)."""
+
     latent_dim: int
     """Size of the task variable z."""
     diagnostic_size: int

@@ -29,7 +29,7 @@ class Demo:
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds; each runs the whole pipeline."""
     methods: tuple[str, ...] = ("full", "neither")
-    """Methods to train: MBML full, no_relabel, no_triplet, neither, gt_relabel; baselines contextual_bcq, batch_pearl; all: every one."""
+    """Methods to train: MBML full, no_relabel, no_triplet, neither, gt_relabel; baselines contextual_bcq, batch_pearl, focal; all: every one."""
     preset: str = "demo"
     """Budget preset: smoke, demo, cpu or paper."""
     force: bool = False
@@ -53,7 +53,7 @@ class RunCmd:
     seeds: tuple[int, ...] = (0,)
     """Seeds; each runs the whole pipeline."""
     methods: tuple[str, ...] = ("full", "neither")
-    """Methods to train: MBML full, no_relabel, no_triplet, neither, gt_relabel; baselines contextual_bcq, batch_pearl; all: every one."""
+    """Methods to train: MBML full, no_relabel, no_triplet, neither, gt_relabel; baselines contextual_bcq, batch_pearl, focal; all: every one."""
     lift: Literal["vmap", "map"] = "vmap"
     """Lift per-task learners over the task axis with vmap (parallel) or lax.map (sequential)."""
     set: tuple[str, ...] = ()

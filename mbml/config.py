@@ -14,6 +14,8 @@ from mbml.errors import MbmlError
 Lift = Literal["vmap", "map"]
 Critic = Literal["mlp", "layernorm", "crossq"]
 Warmup = Literal["policy", "uniform"]
+Penalty = Literal["brac", "focal_code"]
+DivergenceAt = Literal["next", "current"]
 
 
 class Method(NamedTuple):
@@ -302,6 +304,65 @@ class BatchPEARLConfig:
 
 
 @dataclass(frozen=True)
+class FOCALConfig:
+    """FOCAL (baselines spec §3): a deterministic tanh encoder trained only by the distance-metric loss,
+    and PEARL's SAC with V on the detached z, regularised by BRAC's dual-form KL with an adaptive weight
+    alpha. Defaults are the authors' (FOC `configs/default.py`), with BRAC's gradient penalty."""
+
+    latent_dim: int = 20
+    """Size of the task variable z (the mean of the per-transition tanh embeddings)."""
+    encoder_hidden: tuple[int, ...] = (200, 200, 200)
+    """Per-transition context encoder (tanh output of size latent_dim)."""
+    hidden: tuple[int, ...] = (256, 256, 256)
+    """Hidden layers of Q1, Q2, V, the tanh-Gaussian policy and the dual critic c."""
+    reward_scale: float = 5.0
+    """Rewards are multiplied by this in the Q target (no temperature: this sets the entropy trade-off)."""
+    gamma: float = 0.99
+    """Discount."""
+    tau: float = 5e-3
+    """Polyak rate of the target V network."""
+    lr: float = 3e-4
+    """Adam learning rate of policy, Q1, Q2, V and encoder."""
+    c_lr: float = 1e-4
+    """Adam learning rate of the dual critic c."""
+    c_iter: int = 3
+    """Adam steps of c per gradient step, each on its own RL batch (the first is the SAC step's)."""
+    z_loss_weight: float = 10.0
+    """Weight of the distance-metric loss, the encoder's only loss."""
+    meta_batch: int = 16
+    """Tasks per step, drawn uniformly with replacement (so that same-task pairs exist for the loss)."""
+    context_size: int = 64
+    """Context transitions per drawn task (with replacement from its dataset)."""
+    batch_size: int = 256
+    """RL transitions per drawn task per step."""
+    alpha_init: float = 500.0
+    """Initial value of alpha, the weight of the divergence (50 for cheetah-vel and walker)."""
+    alpha_max: float = 2000.0
+    """alpha is clipped to [0, alpha_max] where it is used (1e4 for walker)."""
+    alpha_lr: float = 1.0
+    """alpha <- alpha + alpha_lr (mean D - target_divergence) after every step (0: alpha fixed)."""
+    target_divergence: float = 0.05
+    """The divergence alpha steers towards."""
+    value_penalty: bool = False
+    """Subtract alpha D from the bootstrapped value in the Q target (BRAC's value penalty)."""
+    gradient_penalty: Penalty = "brac"
+    """The dual critic's penalty: `brac`, on the norm of grad_a c at interpolated actions (BRAC); or
+    `focal_code`, on |c| itself there (what FOC's port computes)."""
+    divergence_at: DivergenceAt = "next"
+    """Where the value penalty's D is taken: `next`, at s' with the policy's and the dataset's next
+    actions (BRAC); or `current`, at s with the policy's and the dataset's actions (FOC)."""
+    policy_reg: float = 1e-3
+    """Weight of the policy's mean and log-std penalties (each mean of squares)."""
+    steps: int = 100_000
+    """Gradient steps (MBML's budget for its baselines: 1000 x 100)."""
+    eval_every: int = 5_000
+    """Evaluate every this many steps; the best on the training tasks is kept."""
+
+    def __post_init__(self):
+        _validate("focal", self)
+
+
+@dataclass(frozen=True)
 class TransferConfig:
     """Transfer to an unseen task (spec §8, `mbml transfer`): online SAC on one task started from a
     student, against the same SAC from scratch and plain SAC. Not part of a run's config: each transfer
@@ -358,6 +419,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     contextual_bcq: ContextualBCQConfig = field(default_factory=ContextualBCQConfig)
     batch_pearl: BatchPEARLConfig = field(default_factory=BatchPEARLConfig)
+    focal: FOCALConfig = field(default_factory=FOCALConfig)
     lift: Lift = "vmap"
     """How per-task learners are lifted over the task axis: `vmap` (parallel) or `map` (sequential lax.map)."""
     overrides: tuple[str, ...] = ()
@@ -368,7 +430,8 @@ class RunConfig:
 
 
 SECTIONS = {"sac": SACConfig, "bcq": BCQConfig, "ensemble": EnsembleConfig, "distill": DistillConfig,
-            "eval": EvalConfig, "contextual_bcq": ContextualBCQConfig, "batch_pearl": BatchPEARLConfig}
+            "eval": EvalConfig, "contextual_bcq": ContextualBCQConfig, "batch_pearl": BatchPEARLConfig,
+            "focal": FOCALConfig}
 
 
 from mbml.config_rules import (RULES, Rule, _validate, at_least, between, check_batches, one_of,  # noqa: E402, F401

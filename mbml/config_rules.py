@@ -7,7 +7,8 @@ import math
 import typing
 from typing import Callable, NamedTuple
 
-from mbml.config import PRESETS, SECTIONS, Critic, Lift, RunConfig, Warmup  # noqa: F401 (RunConfig: annotations)
+from mbml.config import (PRESETS, SECTIONS, Critic, DivergenceAt, Lift, Penalty, Warmup,
+                         RunConfig)  # noqa: F401 (RunConfig: annotations)
 from mbml.errors import MbmlError
 from mbml.families import FAMILIES
 
@@ -80,6 +81,12 @@ RULES: dict[str, dict[str, Rule]] = {
                         gamma=DISCOUNT, tau=POLYAK, lr=RATE, kl_weight=WEIGHT, meta_batch=POSITIVE,
                         context_size=POSITIVE, batch_size=POSITIVE, policy_reg=WEIGHT, steps=POSITIVE,
                         eval_every=POSITIVE),
+    "focal": dict(latent_dim=POSITIVE, encoder_hidden=WIDTHS, hidden=WIDTHS, reward_scale=RATE, gamma=DISCOUNT,
+                  tau=POLYAK, lr=RATE, c_lr=RATE, c_iter=POSITIVE, z_loss_weight=WEIGHT, meta_batch=POSITIVE,
+                  context_size=POSITIVE, batch_size=POSITIVE, alpha_init=WEIGHT, alpha_max=WEIGHT, alpha_lr=WEIGHT,
+                  target_divergence=WEIGHT, value_penalty=SWITCH, gradient_penalty=one_of(typing.get_args(Penalty)),
+                  divergence_at=one_of(typing.get_args(DivergenceAt)), policy_reg=WEIGHT, steps=POSITIVE,
+                  eval_every=POSITIVE),
     "transfer": dict(steps=POSITIVE, collect_steps=POSITIVE, bc_steps=POSITIVE, init_steps=COUNT,
                      batch_size=POSITIVE, lr=RATE, gamma=DISCOUNT, tau=POLYAK, policy_tau=POLYAK, q_hidden=WIDTHS,
                      policy_hidden=WIDTHS, eval_every=POSITIVE, eval_episodes=POSITIVE,

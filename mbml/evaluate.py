@@ -1,6 +1,7 @@
 """The evaluation protocol on unseen tasks (spec §6) and the task-inference diagnostic, for any agent.
 
-Per task: `ev.episodes` episodes (5); the first acts with z from the prior N(0, I); after every
+Per task: `ev.episodes` episodes (5); the first acts with z from the prior N(0, I) (N(0, s^2 I) for an
+agent with `prior_std` s: FOCAL's 0 acts with z = 0, its empty context); after every
 episode the agent's posterior is recomputed from all transitions collected so far on that task and a
 fresh z is sampled. The score is the mean undiscounted return of the episodes after `ev.score_from`
 (episodes 3-5); the last episode's return (PEARL's score) is kept beside it.
@@ -39,7 +40,8 @@ def _adapt(family: Family, agent: Agent, ev: EvalConfig, use_mean: bool, run_epi
     uniformly at random (`random` True)."""
     t, h, e = tasks.shape[0], family.horizon, ev.episodes
     keys = jax.random.split(key, t)
-    mu, var = jnp.zeros((t, agent.latent_dim)), jnp.ones((t, agent.latent_dim))  # the prior
+    mu = jnp.zeros((t, agent.latent_dim))  # the prior: N(0, I), or N(0, prior_std^2 I) where the agent says
+    var = jnp.full((t, agent.latent_dim), getattr(agent, "prior_std", 1.0) ** 2)
     buf, mask = None, jnp.zeros((t, e * h), bool)
     returns, means, stds, last = [], [mu], [], []
     for i in range(e):  # unrolled: e is small

@@ -71,6 +71,8 @@ REGISTRY: dict[str, MethodInfo] = {m.name: m for m in (
                ("collect",), "contextual_bcq", "mbml.baselines.contextual_bcq", "tab:brown"),
     MethodInfo("batch_pearl", "Batch PEARL: PEARL's SAC with V, from the fixed datasets (baselines §2)",
                ("collect",), "batch_pearl", "mbml.baselines.batch_pearl", "tab:gray"),
+    MethodInfo("focal", "FOCAL: deterministic encoder by distance metric learning, BRAC-regularised SAC (baselines §3)",
+               ("collect",), "focal", "mbml.baselines.focal", "tab:cyan", paper=False),
 )}
 
 

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from mbml.config import (BatchPEARLConfig, BCQConfig, ContextualBCQConfig, DistillConfig, EnsembleConfig,  # noqa: F401
-                         EvalConfig, MbmlError, RunConfig, SACConfig, TransferConfig, PRESETS)
+                         EvalConfig, FOCALConfig, MbmlError, RunConfig, SACConfig, TransferConfig, PRESETS)
 
 
 def _toy(preset: str) -> RunConfig:
@@ -59,6 +59,7 @@ def _toy(preset: str) -> RunConfig:
         contextual_bcq=ContextualBCQConfig(**base, actor_hidden=(64, 64), critic_hidden=(64, 64),
                                            vae_hidden=(64, 64)),
         batch_pearl=BatchPEARLConfig(**base, hidden=(64, 64), meta_batch=16),
+        focal=FOCALConfig(**base, hidden=(64, 64), meta_batch=16),
         sac=SACConfig(**small, lr=1e-3, gamma=0.9, batch_size=128, warmup_steps=min(200, sac_steps // 3),
                       total_steps=sac_steps),
         bcq=BCQConfig(**net, lr=1e-3, gamma=0.9, steps=bcq_steps, eval_every=max(bcq_steps // 4, 1)),
@@ -83,6 +84,11 @@ PAPER = {
 PEARL = {"ant-dir": dict(context_size=256, meta_batch=4), "ant-goal": dict(context_size=256, meta_batch=10, kl_weight=1.0),
          "halfcheetah-vel": dict(context_size=100), "humanoid-dir": dict(context_size=256),
          "walker-param": dict(context_size=100), "umaze-goal": dict(context_size=128)}
+# FOCAL's per-family alpha (init, max), from the nearest FOC config (baselines spec §3.9 proposal):
+# halfcheetah-vel from cheetah-vel, walker-param from walker; the rest keep the defaults (500, 2000).
+# Its context size is Batch PEARL's for the family.
+FOCAL_ALPHA = {"halfcheetah-vel": dict(alpha_init=50.0, alpha_max=2000.0),
+               "walker-param": dict(alpha_init=50.0, alpha_max=10_000.0)}
 NO_FAMILY = dict(sac_steps=SACConfig.total_steps, dataset=0, bcq_steps=BCQConfig.steps, threshold=0.0, horizon=200)
 """Data without a family (imported from elsewhere): the defaults, a quantile threshold (no per-family
 one is known) and a horizon of 200 for the smoke preset's SAC numbers, which nothing uses (no simulator)."""
@@ -145,8 +151,10 @@ def _mujoco(family: str, preset: str, horizon: int) -> RunConfig:
     differ = family is not None and get_family(family).dynamics_differ
     ens = dict(std_threshold=p["threshold"], **(NEXT_STATE[preset] if differ else {}))
     pearl = PEARL.get(family, {})
+    focal = dict(FOCAL_ALPHA.get(family, {}), **({"context_size": pearl["context_size"]} if pearl else {}))
     if preset == "paper":
         return RunConfig(family=family, preset=preset, batch_pearl=BatchPEARLConfig(**pearl),
+                         focal=FOCALConfig(**focal),
                          sac=SACConfig(total_steps=p["sac_steps"]),
                          bcq=BCQConfig(steps=p["bcq_steps"], dataset_size=p["dataset"]),
                          ensemble=EnsembleConfig(**ens))
@@ -160,6 +168,8 @@ def _mujoco(family: str, preset: str, horizon: int) -> RunConfig:
                                                vae_hidden=wide, steps=distill_steps, eval_every=distill_steps // 4),
             batch_pearl=BatchPEARLConfig(**pearl, encoder_hidden=(200, 200), hidden=wide, steps=distill_steps,
                                          eval_every=distill_steps // 4),
+            focal=FOCALConfig(**focal, encoder_hidden=(200, 200), hidden=wide, steps=distill_steps,
+                              eval_every=distill_steps // 4),
             sac=SACConfig(q_hidden=(256, 256), batch_size=128, total_steps=steps,
                           warmup_steps=min(10_000, steps // 10), **CPU_COLLECTOR.get(family, {})),
             bcq=BCQConfig(actor_hidden=(256, 256), critic_hidden=(256, 256), vae_hidden=(256, 256), steps=bcq_steps,
@@ -173,6 +183,7 @@ def _mujoco(family: str, preset: str, horizon: int) -> RunConfig:
         family=family, preset=preset,
         contextual_bcq=ContextualBCQConfig(**tiny, actor_hidden=w, critic_hidden=w, vae_hidden=w),
         batch_pearl=BatchPEARLConfig(**tiny, hidden=w, meta_batch=4),
+        focal=FOCALConfig(**tiny, hidden=w, meta_batch=4),
         sac=SACConfig(policy_hidden=w, q_hidden=w, batch_size=64, total_steps=2 * horizon, warmup_steps=horizon),
         bcq=BCQConfig(actor_hidden=w, critic_hidden=w, vae_hidden=w, steps=40, eval_every=20, eval_episodes=1),
         ensemble=EnsembleConfig(members=4, hidden=(32,), steps=40, **ens),
