@@ -202,14 +202,14 @@ def _field_docs(cls) -> dict[str, str]:
 
     src = textwrap.dedent(inspect.getsource(cli))
     docs, tree = {}, ast.parse(src)
+    # the class and its bases (a stage command's fields are written once, in `_stage_cmd`'s StageCmd)
+    wanted = {c.__name__ for c in cls.__mro__} | ({"StageCmd"} if hasattr(cls, "stage") else set())
     for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and node.name in (cls.__name__, "StageCmd"):
+        if isinstance(node, ast.ClassDef) and node.name in wanted:
             body = node.body
             for a, b in zip(body, body[1:]):
                 if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
                     docs[a.target.id] = b.value.value
-            if node.name == cls.__name__:
-                break
     return docs
 
 
