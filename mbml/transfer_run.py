@@ -481,9 +481,10 @@ def markdown(res: dict, figure: str = "transfer.png", level: str = "##") -> list
     for arm, v in res["arms"].items():
         lo, hi = v["ci95"][-1]
         ci = f" [{lo:.1f}, {hi:.1f}]" if len(v["seeds"]) > 1 else " (one seed)"
-        reach = [res.get(f"steps_to_{r}_final", {}).get(arm) for r in ("scratch", "sac")]
+        reach = [res[f"steps_to_{r}_final"].get(arm) if f"steps_to_{r}_final" in res else "–" for r in ("scratch", "sac")]
         lines.append(f"| {ARM_LABELS[arm]} | {len(v['seeds'])} | {v['mean'][0]:.1f} at {v['steps'][0]} | "
-                     f"{v['final']:.1f}{ci} | " + " | ".join("never" if s is None else f"{s:.0f}" for s in reach) + " |")
+                     f"{v['final']:.1f}{ci} | " + " | ".join("never" if s is None else s if s == "–" else f"{s:.0f}"
+                                                             for s in reach) + " |")
     lines.append("")
     for ref in ("scratch", "sac"):
         if f"gain_vs_{ref}" in res:
