@@ -309,17 +309,16 @@ def _execute(cmd) -> None:
                            workers=cmd.workers, overrides=cmd.set)
         _summary(res, out)
     else:
-        from mbml import config as C
-
         from mbml.data import read_meta
         from mbml.pipeline import first_dataset
+        from mbml.run_folder import _read_config
 
         saved = cmd.out / "config.json"
         cfg = None
         recorded = read_record(cmd.out)
         family = cmd.family
         if saved.exists():
-            cfg = C.read(saved)  # the folder's own config, not today's preset
+            cfg = _read_config(saved)  # the folder's own config (sections added since: its preset's), not today's preset
             for name, given in (("family", cmd.family), ("preset", cmd.preset)):
                 if given is not None and given != getattr(cfg, name):
                     held = f"a {getattr(cfg, name)!r}" if getattr(cfg, name) is not None else "a family-less"

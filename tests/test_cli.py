@@ -401,3 +401,19 @@ def test_stage_commands_follow_the_folder_after_its_preset_changed(tmp_path, cap
     assert io.read_json(out / "config.json") == saved
     code, _, err = run_cli(["run", "--preset", "smoke", "--out", out, "--quiet"], capsys)
     assert_one_line_error(code, err, "different config", "bcq.dataset_size")
+
+
+def test_a_stage_command_on_a_folder_older_than_a_method_uses_its_presets_section(smoke_full_run, tmp_path, capsys):
+    """A folder made before a method's config section existed (here: focal's, removed from config.json)
+    gets that section from its preset, in every command: `mbml report` once refused it, comparing the
+    section's defaults (read by the command) with the preset's (read by the run folder)."""
+    import json
+    import shutil
+
+    out = tmp_path / "old"
+    shutil.copytree(smoke_full_run, out, ignore=shutil.ignore_patterns("transfer"))
+    cfg = json.loads((out / "config.json").read_text())
+    del cfg["focal"]
+    (out / "config.json").write_text(json.dumps(cfg))
+    assert cli.main(["report", "--out", str(out), "--quiet"]) is None
+    assert json.loads((out / "config.json").read_text())["focal"]["latent_dim"] == 6  # the toy preset's, not 20
