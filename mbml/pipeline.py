@@ -233,13 +233,17 @@ class Run(RunFolder):
 
     def load_params(self, seed: int, method: str):
         """Method `method`'s trained parameters (`students/M.msgpack`)."""
+        return self.load_saved(seed, method)["params"]
+
+    def load_saved(self, seed: int, method: str) -> dict:
+        """`students/M.msgpack` whole: {"params"} and, for an MBML student, its Q-target scaling "qnorm"."""
         info = M.get(method)
         self.require(seed, info.step)
         path = self.seed_dir(seed) / "students" / f"{method}.msgpack"
         template = {"params": self.params_template(method)}
         if info.is_student:
             template["qnorm"] = np.zeros(2, np.float32)
-        return io.load_pytree(path, template)["params"]
+        return io.load_pytree(path, template)
 
     def evaluate(self, seed: int, method: str, force: bool = False) -> None:
         path = self.seed_dir(seed) / done_marker("evaluate", method)

@@ -406,12 +406,9 @@ def run_seed(run, folder: Path, method: str, task: np.ndarray, cfg: TransferConf
 def _student_learner(run, d: Path, method: str, task, cfg: TransferConfig, seed: int, key, fresh: bool):
     """The student arm's starting learner: its episodes on the task (kept in student_episodes.json), behaviour
     cloning and the critics from its Q. A resumed arm needs only the shapes (its checkpoint has the rest)."""
-    from mbml import io as _io
-
     fam = run.family
-    params = run.load_params(seed, method)
-    qnorm = _io.load_pytree(run.seed_dir(seed) / "students" / f"{method}.msgpack",
-                            {"params": run.params_template(method), "qnorm": np.zeros(2, np.float32)})["qnorm"]
+    saved = run.load_saved(seed, method)  # one read of students/M.msgpack
+    params, qnorm = saved["params"], saved["qnorm"]
     path = d / "student_episodes.json"
     k_collect, k_bc = jax.random.split(key)
     if not fresh and path.exists():
