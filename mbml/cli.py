@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -107,12 +108,29 @@ STAGE_CMDS = {s: _stage_cmd(s, d) for s, d in STAGE_DOCS.items()}
 class EvaluateCmd(STAGE_CMDS["evaluate"]):
     protocol: Literal["online", "online-last", "nonprior", "offline-context"] = "online"
     """Protocol: online (the paper's, episodes 3-5), online-last (PEARL's: episode 5 of the same episodes),
-    nonprior (CSRO's: a first episode of random actions), offline-context (not implemented yet). Another
-    than online adds its scores to a finished run folder without retraining."""
+    nonprior (CSRO's: a first episode of random actions), offline-context (FOCAL's: context drawn from
+    a dataset of the task; needs `mbml collect-test` first). Another than online adds its scores to a
+    finished run folder without retraining."""
 
 
 EvaluateCmd.__doc__ = STAGE_DOCS["evaluate"] + " --protocol adds another protocol's scores."
 STAGE_CMDS["evaluate"] = EvaluateCmd
+
+
+@dataclass(frozen=True)
+class CollectTest:
+    """Datasets on the test (and out-of-distribution) tasks, collected by the run's own collector, for
+    `mbml evaluate --protocol offline-context`. It costs about (test tasks / training tasks) of the
+    collect stage's time; `timings.json` records it as collect_test."""
+
+    out: Path
+    """Run folder made by `mbml run` or `mbml demo`."""
+    seeds: tuple[int, ...] | None = None
+    """Seeds (default: those recorded in the run folder)."""
+    force: bool = False
+    """Collect again even if done."""
+    quiet: bool = False
+    """No progress bars."""
 
 
 @dataclass(frozen=True)
@@ -249,9 +267,6 @@ def _evaluate_protocol(cmd) -> None:
     from mbml.pipeline import Run
     from mbml.report import write_report
 
-    if cmd.protocol == "offline-context":
-        raise MbmlError("--protocol offline-context is not implemented yet: it needs datasets collected on the "
-                        "test tasks, which mbml does not collect yet; use online, online-last or nonprior")
     recorded = read_record(cmd.out)
     run = Run.open(cmd.out, create=False)
     seeds = cmd.seeds or tuple(recorded.get("seeds", [0]))
@@ -259,6 +274,8 @@ def _evaluate_protocol(cmd) -> None:
     for seed in seeds:
         for m in methods:
             run.require(seed, M.get(m).step)
+        if cmd.protocol == "offline-context":
+            run.require_split_data(seed)
     with FolderLock(cmd.out):
         for seed in seeds:
             for m in methods:
@@ -269,9 +286,37 @@ def _evaluate_protocol(cmd) -> None:
             _summary(res, cmd.out)
 
 
+def _collect_test(cmd: CollectTest) -> None:
+    """`mbml collect-test`: every non-training split's datasets, per seed, with the run's collector."""
+    from mbml.lock import FolderLock
+    from mbml.pipeline import Run
+
+    run = Run.open(cmd.out, create=False)
+    if run.cfg.family is None:
+        raise MbmlError(f"{cmd.out} has no family (imported data): there is no simulator to collect test tasks with")
+    seeds = cmd.seeds or tuple(read_record(cmd.out).get("seeds", [0]))
+    for seed in seeds:
+        run.require(seed, "collect")
+    bars = _Bars(cmd.quiet)
+    run.progress = bars
+    try:
+        with FolderLock(cmd.out):
+            for seed in seeds:
+                for split, tasks in run.splits()[1:]:
+                    run.collect_split(seed, split, cmd.force)
+                    path = run.seed_dir(seed) / "timings.json"
+                    times = json.loads(path.read_text()) if path.exists() else {}
+                    print(f"  seed {seed} {split}: {len(tasks)} tasks collected in {times.get(f'collect_{split}', 0):.0f} s "
+                          f"(training tasks: {times.get('collect', 0):.0f} s)", file=sys.stderr)
+    finally:
+        bars.close()
+
+
 def _execute(cmd) -> None:
     if isinstance(cmd, (ExportMinari, ImportMinari)):
         _minari_cmd(cmd)
+    elif isinstance(cmd, CollectTest):
+        _collect_test(cmd)
     elif isinstance(cmd, Status):
         from mbml.status import status_lines
 
@@ -341,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
 
     commands = {"demo": Demo, "run": RunCmd, **STAGE_CMDS, "export-minari": ExportMinari,
                 "import-minari": ImportMinari, "status": Status, "compare": Compare,
-                "transfer": Transfer}
+                "transfer": Transfer, "collect-test": CollectTest}
     cmd = tyro.extras.subcommand_cli_from_dict(
         commands, args=argv, prog="mbml",
         description="mbml: multi-task batch RL with metric learning (Li et al., NeurIPS 2020).")

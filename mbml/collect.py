@@ -165,12 +165,13 @@ def _chunk(family: Family, cfg: SACConfig, lift_mode: str, length: int, carry, t
 
 
 def collect(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", chunk: int = 1000,
-            ckpt: Path | None = None, progress: Callable[[int, int], None] | None = None) -> Dataset:
-    """Run SAC on every training task for `cfg.total_steps` steps; return the whole history."""
+            ckpt: Path | None = None, progress: Callable[[int, int], None] | None = None, tasks=None) -> Dataset:
+    """Run SAC on every training task (or on `tasks` [K, P]) for `cfg.total_steps` steps; return the whole history."""
     if family.jax_env is None:
         raise MbmlError(f"family {family.name!r} has no pure-JAX environment; host-stepped collection "
                         "is not implemented yet")
-    tasks = jnp.asarray(family.train_tasks, jnp.float32)
+    tasks = np.asarray(family.train_tasks if tasks is None else tasks)
+    given, tasks = tasks, jnp.asarray(tasks, jnp.float32)
     carry = _init_carry(family, cfg, tasks, key)
     total = cfg.total_steps
     # The table of episode ends' next observations has room for a chunk's worst case (every step
@@ -184,7 +185,7 @@ def collect(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", chunk:
         return _chunk(family, cfg, lift_mode, n, c, tasks, jnp.asarray(done))
 
     carry = run_collection(carry, total, chunk, advance, ckpt, progress)
-    return buffer_dataset(jax.device_get(carry["buf"]), family.train_tasks,
+    return buffer_dataset(jax.device_get(carry["buf"]), given,
                           {"family": family.name, "source": "sac", "sac_steps": total})
 
 

@@ -39,9 +39,11 @@ PROTOCOLS = {
     "online-last": "PEARL's score: the same episodes, the last one's return",
     "nonprior": "CSRO's: the first episode with uniform random actions, then the posterior of everything "
                 "collected; score = mean return of episodes 3-5",
+    "offline-context": "FOCAL's: before each episode the context gains H transitions drawn from a dataset of the "
+                       "task (`mbml collect-test`), never the agent's own; score = mean return of episodes 3-5",
 }
 """The evaluation protocols every method is scored under (`mbml evaluate --protocol`). `online` and
-`online-last` are two scores of one set of episodes; `nonprior` runs its own."""
+`online-last` are two scores of one set of episodes; `nonprior` and `offline-context` run their own."""
 
 
 @dataclass(frozen=True)

@@ -213,8 +213,9 @@ def _update(cfg: SACConfig, act_dim: int, lift_mode: str, states, buf, t, key, s
 
 def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", chunk: int | None = None,
                  ckpt: Path | None = None, progress: Callable[[int, int], None] | None = None,
-                 threads: int | None = None, log: Callable[[int, dict], None] | None = None) -> Dataset:
-    """SAC on every training task with host-stepped environments; the whole history is the dataset.
+                 threads: int | None = None, log: Callable[[int, dict], None] | None = None, tasks=None) -> Dataset:
+    """SAC on every training task (or on `tasks` [K, P]) with host-stepped environments; the whole
+    history is the dataset.
 
     Episodes still running at a chunk boundary are cut there (stored as time-limit truncations), so
     the data are the same whether or not the run was interrupted and resumed at a checkpoint. Inside
@@ -222,7 +223,7 @@ def collect_host(family: Family, cfg: SACConfig, key, lift_mode: str = "vmap", c
     stopped run continues bit-identically. `threads`: see `TaskEnvs` (the data do not depend on it).
     `log(step, {name: [K]})`: see `CollectionLog`, called at every progress point (each horizon of steps).
     """
-    tasks = np.asarray(family.train_tasks)
+    tasks = np.asarray(family.train_tasks if tasks is None else tasks)
     k, n, d, a, h = len(tasks), cfg.total_steps, family.obs_dim, family.act_dim, family.horizon
     chunk = chunk or max(h, (10_000 // h) * h)
     envs = TaskEnvs(family, tasks, threads)

@@ -16,6 +16,7 @@ import numpy as np
 from mbml import bcq, data as D, io, methods as M, rollout
 from mbml.collect import collect, episode_returns
 from mbml.config import METHODS
+from mbml.errors import MbmlError
 from mbml.distill import distill
 from mbml.ensembles import (heldout, init_members, next_state_relabeller, next_state_target, relabel, relabel_stats,
                             reward_target, train_ensembles, true_rewards)
@@ -41,45 +42,54 @@ class Run(RunFolder):
             getattr(self, step.stage)(seed, step.method, force)
 
     def collect(self, seed: int, force: bool = False) -> None:
+        self._collect(seed, "train", force)
+
+    def collect_split(self, seed: int, split: str, force: bool = False) -> None:
+        """Datasets on split `split`'s tasks (test, ood) with the run's collector, for the offline-context
+        protocol: `seed_S/data_SPLIT`, a `collect_SPLIT` stage with its own key, log and timing."""
+        self._collect(seed, split, force)
+
+    def _collect(self, seed: int, split: str, force: bool) -> None:
         d = self.seed_dir(seed)
-        if self._done(seed, d / done_marker("collect"), force, "collect"):
+        name, folder = ("collect", "data") if split == "train" else (f"collect_{split}", f"data_{split}")
+        if self._done(seed, d / folder / "meta.json", force, name):
             return
-        ckpt = d / "ckpt" / "collect.msgpack"
-        with self.timed(seed, "collect"):
-            args = (self.family, self.cfg.sac, self.key(seed, "collect"), self.cfg.lift)
-            kw = dict(ckpt=ckpt, progress=self.bar(f"seed {seed} collect"))
+        ckpt = d / "ckpt" / f"{name}.msgpack"
+        with self.timed(seed, name):
+            args = (self.family, self.cfg.sac, self.key(seed, name), self.cfg.lift)
+            kw = dict(ckpt=ckpt, progress=self.bar(f"seed {seed} {name}"), tasks=dict(self.splits())[split])
             if self.family.jax_env is not None:
                 ds = collect(*args, **kw)
             else:
-                log, writer = self.collection_log(seed, fresh=not ckpt.exists())
+                log, writer = self.collection_log(seed, name, fresh=not ckpt.exists())
                 try:
                     ds = collect_host(*args, **kw, log=log)
                 finally:
                     if writer is not None:
                         writer.close()
-            ds.meta.update({"seed": seed, "family": self.family.name})
-            D.save(ds, d / "data")
+            ds.meta.update({"seed": seed, "family": self.family.name, "split": split})
+            D.save(ds, d / folder)
             self.loaded = None
         remove_checkpoint(ckpt)
 
-    def collection_log(self, seed: int, fresh: bool):
-        """`collect_host`'s logger: one row per task and progress point in `seed_S/collect.csv`
-        (SAC metrics, mean episode return) and TensorBoard scalars `collect/NAME/task_I` under
-        `seed_S/logs/collect`. A resumed collection may repeat the steps since its last checkpoint;
-        readers keep a (step, task)'s last row."""
-        path = self.seed_dir(seed) / "collect.csv"
+    def collection_log(self, seed: int, name: str, fresh: bool):
+        """`collect_host`'s logger: one row per task and progress point in `seed_S/NAME.csv` (NAME:
+        collect, or collect_test for the test tasks' datasets; SAC metrics, mean episode return) and
+        TensorBoard scalars `NAME/METRIC/task_I` under `seed_S/logs/NAME`. A resumed collection may
+        repeat the steps since its last checkpoint; readers keep a (step, task)'s last row."""
+        path = self.seed_dir(seed) / f"{name}.csv"
         if fresh:
             path.unlink(missing_ok=True)
-        writer = _tensorboard(self.seed_dir(seed) / "logs" / "collect")
+        writer = _tensorboard(self.seed_dir(seed) / "logs" / name)
 
         def log(step: int, rows: dict) -> None:
             for i in range(len(rows["episodes"])):
-                row = {name: float(v[i]) for name, v in rows.items()}
+                row = {metric: float(v[i]) for metric, v in rows.items()}
                 _append_csv(path, {"step": step, "task": i, **row})
                 if writer is not None:
-                    for name, v in row.items():
+                    for metric, v in row.items():
                         if np.isfinite(v):
-                            writer.add_scalar(f"collect/{name}/task_{i}", v, step)
+                            writer.add_scalar(f"{name}/{metric}/task_{i}", v, step)
         return log, writer
 
     def teacher_template(self, k: int):
@@ -282,15 +292,36 @@ class Run(RunFolder):
         path = self.seed_dir(seed) / "eval" / f"{method}@{protocol}.json"
         if path.exists() and not force:
             return
+        offline = protocol == "offline-context"
+        if offline:
+            self.require_split_data(seed)
         params = self.load_params(seed, method)
         key = jax.random.fold_in(self.key(seed, "evaluate"), stage_key(protocol))
         out = {}
         with self.timed(seed, f"evaluate_{method}@{protocol}"):
             for i, (split, tasks) in enumerate(self.splits()):
+                kw = dict(offline=device_data(self.split_dataset(seed, split))) if offline else dict(explore=1)
                 r = run_protocol(self.family, self.agent(method), params, tasks, jax.random.fold_in(key, i),
-                                 self.cfg.eval, explore=1)
+                                 self.cfg.eval, **kw)
                 out[split] = {k: v.tolist() for k, v in r.items()}
             io.write_json(path, out)
+
+    def require_split_data(self, seed: int) -> None:
+        """A one-line MbmlError saying how to collect them, unless every split has its datasets."""
+        missing = [s for s, _ in self.splits()[1:] if not (self.seed_dir(seed) / f"data_{s}" / "meta.json").exists()]
+        if missing:
+            raise MbmlError(f"no {'/'.join(missing)}-task datasets in {self.seed_dir(seed)} (the offline-context "
+                            f"protocol draws its context from them); run `mbml collect-test --out {self.out} "
+                            f"--seeds {seed}` first")
+
+    def split_dataset(self, seed: int, split: str) -> D.Dataset:
+        """The dataset of split `split`'s tasks: the training data, or `data_SPLIT` from `collect_split`."""
+        if split == "train":
+            return self.dataset(seed)
+        ds = D.load(self.seed_dir(seed) / f"data_{split}")
+        if not np.allclose(np.asarray(ds.tasks, np.float64), np.asarray(dict(self.splits())[split], np.float64)):
+            raise MbmlError(f"{self.seed_dir(seed) / f'data_{split}'} holds other tasks than the family's {split} tasks")
+        return ds
 
     def references(self, seed: int, force: bool = False) -> None:
         """Teachers on their own tasks (where the run has teachers); oracle and random policies (MuJoCo:
