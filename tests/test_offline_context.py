@@ -6,7 +6,6 @@ import pytest
 
 from mbml import io
 from mbml.evaluate import protocol
-from mbml.families import get_family
 from mbml.pipeline import Run
 from mbml.transitions import device_data
 
