@@ -134,6 +134,25 @@ class CollectTest:
 
 
 @dataclass(frozen=True)
+class MarginSweep:
+    """The triplet-margin sweep (paper appendix, Fig. 11): the run's student distilled again with each
+    margin from its own data, teachers and relabelling, scored on the training and test tasks."""
+
+    out: Path
+    """Run folder with teachers (and reward ensembles, for full)."""
+    margins: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0)
+    """Triplet margins (the run's own reuses its student)."""
+    method: str = "full"
+    """MBML student with a triplet loss: full, no_relabel or gt_relabel."""
+    seeds: tuple[int, ...] | None = None
+    """Seeds (default: those recorded in the run folder)."""
+    force: bool = False
+    """Distil and score again even if done."""
+    quiet: bool = False
+    """No progress bars."""
+
+
+@dataclass(frozen=True)
 class ExportMinari:
     """Export a multi-task dataset to Minari: one Minari dataset PREFIX/taskII-v0 per task (see README)."""
 
@@ -317,6 +336,17 @@ def _execute(cmd) -> None:
         _minari_cmd(cmd)
     elif isinstance(cmd, CollectTest):
         _collect_test(cmd)
+    elif isinstance(cmd, MarginSweep):
+        from mbml.margin_sweep import markdown, run_sweep
+
+        bars = _Bars(cmd.quiet)
+        try:
+            res = run_sweep(cmd.out, cmd.method, cmd.margins, cmd.seeds, cmd.force, progress=bars)
+        finally:
+            bars.close()
+        print("\n".join(markdown(res)))
+        print(f"\nsweep: {cmd.out / 'margin_sweep' / 'results.json'}  figure: {cmd.out / 'figures' / 'margin_sweep.png'}",
+              file=sys.stderr)
     elif isinstance(cmd, Status):
         from mbml.status import status_lines
 
@@ -386,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
 
     commands = {"demo": Demo, "run": RunCmd, **STAGE_CMDS, "export-minari": ExportMinari,
                 "import-minari": ImportMinari, "status": Status, "compare": Compare,
-                "transfer": Transfer, "collect-test": CollectTest}
+                "transfer": Transfer, "collect-test": CollectTest, "margin-sweep": MarginSweep}
     cmd = tyro.extras.subcommand_cli_from_dict(
         commands, args=argv, prog="mbml",
         description="mbml: multi-task batch RL with metric learning (Li et al., NeurIPS 2020).")

@@ -256,6 +256,9 @@ def refresh_transfer(out: Path) -> None:
         for name, r in found.items():
             md += markdown(r, figure=f"figures/transfer-{name}.png", level="###") + [""]
         io.atomic_write_bytes(out / "report.md", "\n".join(md).encode())
+    from mbml import margin_sweep
+
+    margin_sweep.refresh(out)  # its section follows the transfer's, which the lines above cut off
 
 
 def gallery(runs: list[Path], dest: Path, link_prefix: str = "") -> str:

@@ -55,3 +55,38 @@ def test_offline_context_never_reads_the_agents_own_episodes(smoke_full_run):
     assert not np.allclose(online_a["posterior_means"][:, 1:], online_b["posterior_means"][:, 1:])
     # episode i's posterior is that of (i + 1) H drawn transitions: the first equals the agent's posterior of H of them
     assert a["posterior_means"].shape == (2, run.cfg.eval.episodes + 1, agent.latent_dim)
+
+
+def test_margin_sweep_distils_each_margin_and_reuses_the_runs_own(smoke_full_run, capsys, snapshot):
+    from mbml.cli import main
+
+    students = snapshot(smoke_full_run / "seed_0" / "students")
+    main(["margin-sweep", "--out", str(smoke_full_run), "--margins", "0", "2", "--quiet"])
+    res = io.read_json(smoke_full_run / "margin_sweep" / "results.json")
+    assert res["margins"] == [0.0, 2.0] and set(res["scores"]) == {"0", "2"}
+    own = io.read_json(smoke_full_run / "margin_sweep" / "seed_0" / "m2.json")
+    ev = io.read_json(smoke_full_run / "seed_0" / "eval" / "full.json")
+    assert own["reused"] and own["test"]["score"] == ev["test"]["score"]  # the run's margin is its student
+    zero = io.read_json(smoke_full_run / "margin_sweep" / "seed_0" / "m0.json")
+    assert not zero["reused"] and len(zero["test"]["score"]) == 8 and zero["test"]["score"] != ev["test"]["score"]
+    assert res["scores"]["0"]["test"]["mean"] == np.mean(zero["test"]["score"])
+    assert (smoke_full_run / "figures" / "margin_sweep.png").exists()
+    assert io.read_json(smoke_full_run / "results.json")["margin_sweep"] == res
+    assert "Triplet-margin sweep" in (smoke_full_run / "report.md").read_text()
+    assert snapshot(smoke_full_run / "seed_0" / "students") == students  # the run's students untouched
+    # a method without the triplet loss: one line, nothing written
+    before = snapshot(smoke_full_run)
+    with pytest.raises(SystemExit):
+        main(["margin-sweep", "--out", str(smoke_full_run), "--method", "neither", "--quiet"])
+    assert "no triplet loss" in capsys.readouterr().err and snapshot(smoke_full_run) == before
+
+
+def test_margin_sweep_refuses_a_folder_without_teachers(tmp_path, capsys):
+    from mbml.cli import main
+
+    main(["collect", "--out", str(tmp_path / "r"), "--family", "point-nav", "--preset", "smoke", "--quiet"])
+    with pytest.raises(SystemExit):
+        main(["margin-sweep", "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert "no teachers" in err and "mbml teachers --out" in err
+    assert not (tmp_path / "r" / "margin_sweep").exists()
