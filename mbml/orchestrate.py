@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from mbml.errors import MbmlError
-from mbml.status import hms
+from mbml.status import hms, read_record
 
 
 class Bars:
@@ -152,6 +152,17 @@ def default_workers(seeds) -> int:
     return 1
 
 
+def reported_methods(run, seeds, methods) -> list[str]:
+    """The methods a run's report shows: those just run, and every other method the folder records that
+    is evaluated on all of `seeds` (a method added to a finished run joins the others in the report)."""
+    from mbml.steps import done_marker
+
+    recorded = read_record(run.out).get("methods", [])
+    done = [m for m in recorded if m not in methods
+            and all((run.seed_dir(s) / done_marker("evaluate", m)).exists() for s in seeds)]
+    return [m for m in recorded if m in methods or m in done] + [m for m in methods if m not in recorded]
+
+
 def run_pipeline(out: Path, family: str, preset: str, seeds, methods, force=False, quiet=False, lift="vmap",
                  stages=("collect", "teachers", "ensembles", "distill", "evaluate", "report"),
                  workers: int = 0, overrides=(), cfg=None) -> dict | None:
@@ -191,7 +202,7 @@ def run_pipeline(out: Path, family: str, preset: str, seeds, methods, force=Fals
                 _seed_stages(run, seed, methods, seed_stages, force)
         if "report" in stages:
             from mbml.report import write_report
-            return write_report(run, list(seeds), list(methods))
+            return write_report(run, list(seeds), reported_methods(run, seeds, methods))
     finally:
         bars.close()
         lock.release()

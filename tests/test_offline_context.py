@@ -90,3 +90,15 @@ def test_margin_sweep_refuses_a_folder_without_teachers(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no teachers" in err and "mbml teachers --out" in err
     assert not (tmp_path / "r" / "margin_sweep").exists()
+
+
+def test_a_method_added_to_a_finished_run_joins_the_others_in_its_report(smoke_full_run, tmp_path):
+    import shutil
+
+    from mbml.cli import run_pipeline
+
+    out = tmp_path / "run"
+    shutil.copytree(smoke_full_run, out)
+    res = run_pipeline(out, "point-nav", "smoke", seeds=(0,), methods=("neither",), quiet=True, workers=1)
+    assert list(res["methods"]) == ["full", "neither"]
+    assert res["methods"]["full"] == io.read_json(smoke_full_run / "results.json")["methods"]["full"]
