@@ -220,3 +220,17 @@ def init(cfg: RunConfig, key, obs_dim: int, act_dim: int) -> S.Student:
 
 def agent(cfg: RunConfig, act_dim: int) -> StudentAgent:
     return StudentAgent(cfg.distill, act_dim, cfg.bcq.phi, cfg.eval.num_candidates)
+
+
+def transfer_critics(cfg: RunConfig, saved: dict) -> tuple[dict, dict]:
+    """The student's Q as both of `mbml transfer`'s critics: an MLP on s | a | z, rescaled from its
+    normalised training targets to reward units (`transfer.denormalised_q`)."""
+    from mbml.transfer import denormalised_q
+
+    q = denormalised_q(saved["params"].q, saved["qnorm"])
+    return q, q
+
+
+def critic_hidden(cfg: RunConfig) -> tuple[int, ...]:
+    """The hidden sizes of the critics `transfer_critics` gives."""
+    return tuple(cfg.distill.q_hidden)

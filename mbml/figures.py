@@ -267,13 +267,13 @@ TRANSFER_COLORS = {"student": COLORS.get("full", "C0"), "scratch": "tab:gray", "
 def transfer_curves(res: dict, path: Path) -> Path:
     """`mbml transfer`: each arm's evaluation return against env steps on the new task, mean over seeds
     with a 95% band, and the student's own episodes (no online learning) as a dashed line."""
-    from mbml.transfer_run import ARM_LABELS
+    from mbml.transfer_run import arm_label
 
     fig, ax = plt.subplots(figsize=(8, 4))
     for arm, v in res["arms"].items():
         mean, band = _t_band(np.asarray(v["per_seed"], float))
         color = TRANSFER_COLORS.get(arm)
-        ax.plot(v["steps"], mean, label=f"{ARM_LABELS[arm]} ({len(v['seeds'])} seeds)", color=color)
+        ax.plot(v["steps"], mean, label=f"{arm_label(arm, res['method'])} ({len(v['seeds'])} seeds)", color=color)
         if band is not None:
             ax.fill_between(v["steps"], *band, alpha=0.2, color=color)
     if "student_episodes" in res:

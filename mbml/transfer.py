@@ -91,23 +91,35 @@ def init_scratch(cfg: TransferConfig, key, obs_dim: int, act_dim: int) -> Learne
     return _learner(cfg, init_policy(cfg, kp, obs_dim, act_dim), (q[0], q[1]), (q[2], q[3]), jnp.zeros(0))
 
 
-def denormalised_q(student_q: dict, qnorm) -> dict:
-    """The student's Q network rescaled to the teachers' return scale: it was trained on targets
-    (Q - qnorm[0]) / qnorm[1] (`distill.q_target_scale`), so its output layer is multiplied by qnorm[1]
-    and shifted by qnorm[0] (exact: the last layer is linear)."""
-    params = jax.tree.map(jnp.asarray, student_q)
+def rescale_head(q: dict, mul, add=0.0) -> dict:
+    """An MLP's parameters with its output multiplied by `mul` and shifted by `add` (exact: the last
+    layer is linear)."""
+    params = jax.tree.map(jnp.asarray, q)
     inner = params["params"]
     last = sorted(inner, key=lambda name: int(name.split("_")[-1]))[-1]  # Dense_0 ... Dense_n
-    head = {"kernel": inner[last]["kernel"] * qnorm[1], "bias": inner[last]["bias"] * qnorm[1] + qnorm[0]}
+    head = {"kernel": inner[last]["kernel"] * mul, "bias": inner[last]["bias"] * mul + add}
     return {**params, "params": {**inner, last: head}}
+
+
+def denormalised_q(student_q: dict, qnorm) -> dict:
+    """The student's Q network rescaled to the teachers' return scale: it was trained on targets
+    (Q - qnorm[0]) / qnorm[1] (`distill.q_target_scale`), so its output is multiplied by qnorm[1]
+    and shifted by qnorm[0]."""
+    return rescale_head(student_q, qnorm[1], qnorm[0])
+
+
+def init_from_agent(cfg: TransferConfig, policy: dict, q1: dict, q2: dict, z) -> Learner:
+    """An initialised arm: the behaviour-cloned `policy`; Q1 and its target the agent's first critic `q1`,
+    Q2 and its target its second `q2` (MLPs on s | a | z, in reward units), fed the frozen `z`."""
+    copy = lambda q: jax.tree.map(lambda x: jnp.array(x, copy=True), q)  # noqa: E731
+    return _learner(cfg, policy, (copy(q1), copy(q2)), (copy(q1), copy(q2)), z)
 
 
 def init_from_student(cfg: TransferConfig, policy: dict, student_q: dict, qnorm, z) -> Learner:
     """The student arm: the behaviour-cloned `policy`, and Q1, Q2 and both targets all the student's Q
     (`denormalised_q`) fed the frozen `z`."""
     q = denormalised_q(student_q, qnorm)
-    copy = lambda: jax.tree.map(jnp.copy, q)  # noqa: E731
-    return _learner(cfg, policy, (copy(), copy()), (copy(), copy()), z)
+    return init_from_agent(cfg, policy, q, q, z)
 
 
 # ---------------------------------------------------------------------- behaviour cloning

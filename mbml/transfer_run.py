@@ -296,12 +296,14 @@ def _append_row(path: Path, row: dict) -> None:
 NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
-def settings(run, overrides=(), steps: int | None = None) -> TransferConfig:
-    """The run's transfer preset (`presets.transfer_preset`) with `--steps` and `--set transfer.F=V`."""
+def settings(run, overrides=(), steps: int | None = None, method: str = "full") -> TransferConfig:
+    """The run's transfer preset (`presets.transfer_preset`) with `--steps` and `--set transfer.F=V`; the
+    critics' sizes are the method's (`critic_hidden` of its module)."""
     from mbml.config_io import _parse
     from mbml.presets import transfer_preset
 
-    cfg = transfer_preset(run.cfg, run.family.horizon)
+    hidden = M.get(method).implementation().critic_hidden(run.cfg)
+    cfg = replace(transfer_preset(run.cfg, run.family.horizon), q_hidden=hidden)
     changes = {} if steps is None else {"steps": steps}
     for item in overrides:
         key, eq, text = item.partition("=")
@@ -317,9 +319,9 @@ def settings(run, overrides=(), steps: int | None = None) -> TransferConfig:
     if cfg.steps <= cfg.collect_steps and "student" in cfg.arms:
         raise MbmlError(f"transfer.steps={cfg.steps}: the budget must be larger than the student's own episodes "
                         f"(transfer.collect_steps={cfg.collect_steps}), which it includes")
-    if run.cfg.distill.q_hidden != cfg.q_hidden and "student" in cfg.arms:
-        raise MbmlError(f"transfer.q_hidden={cfg.q_hidden}: the student arm's critics are the student's Q "
-                        f"({run.cfg.distill.q_hidden}); leave it or drop the student arm")
+    if hidden != tuple(cfg.q_hidden) and "student" in cfg.arms:
+        raise MbmlError(f"transfer.q_hidden={cfg.q_hidden}: the student arm's critics are {method}'s "
+                        f"({hidden}); leave it or drop the student arm")
     return cfg
 
 
@@ -332,11 +334,8 @@ def transfer(out: Path, method: str, task_text: str, seeds=None, steps: int | No
     if not run.family.simulated:
         raise MbmlError(f"{out}: transfer needs a simulator, and its data have no family")
     info = M.get(method)
-    if not info.is_student:
-        raise MbmlError(f"--method {method}: transfer starts from an MBML student (full, no_relabel, no_triplet, "
-                        f"neither, gt_relabel); starting from {method}'s agent is not implemented yet")
     label, task = parse_task(run.family, task_text)
-    cfg = settings(run, overrides, steps)
+    cfg = settings(run, overrides, steps, method)
     recorded = sorted(int(p.name[5:]) for p in run.out.glob("seed_*") if p.name[5:].isdigit())
     seeds = list(seeds) if seeds else recorded
     if not seeds:
@@ -408,18 +407,18 @@ def _student_learner(run, d: Path, method: str, task, cfg: TransferConfig, seed:
     cloning and the critics from its Q. A resumed arm needs only the shapes (its checkpoint has the rest)."""
     fam = run.family
     saved = run.load_saved(seed, method)  # one read of students/M.msgpack
-    params, qnorm = saved["params"], saved["qnorm"]
+    q1, q2 = M.get(method).implementation().transfer_critics(run.cfg, saved)
     path = d / "student_episodes.json"
     k_collect, k_bc = jax.random.split(key)
     if not fresh and path.exists():
         z = np.asarray(io.read_json(path)["z"], np.float32)
         policy = T.init_policy(cfg, k_bc, fam.obs_dim, fam.act_dim)
-        return T.init_from_student(cfg, policy, params.q, qnorm, z), cfg.collect_steps
-    eps = student_episodes(fam, run.agent(method), params, task, k_collect, cfg.collect_steps)
+        return T.init_from_agent(cfg, policy, q1, q2, z), cfg.collect_steps
+    eps = student_episodes(fam, run.agent(method), saved["params"], task, k_collect, cfg.collect_steps)
     policy, bc = T.behaviour_clone(cfg, k_bc, jnp.asarray(eps["obs"]), jnp.asarray(eps["actions"]))
     io.write_json(path, {"z": eps["z"].tolist(), "episode_returns": eps["returns"], "steps": cfg.collect_steps,
                          "bc_loss": float(bc)})
-    return T.init_from_student(cfg, policy, params.q, qnorm, eps["z"]), cfg.collect_steps
+    return T.init_from_agent(cfg, policy, q1, q2, eps["z"]), cfg.collect_steps
 
 
 # ---------------------------------------------------------------------- results
@@ -468,6 +467,13 @@ def summarise(folder: Path) -> dict:
 ARM_LABELS = {"student": "SAC from the student", "scratch": "same SAC, random init", "sac": "plain SAC (collector)"}
 
 
+def arm_label(arm: str, method: str) -> str:
+    """An arm's name in tables and figures; the `student` arm of a baseline is named after it."""
+    if arm == "student" and method in M.REGISTRY and not M.get(method).is_student:
+        return f"SAC from {method}"
+    return ARM_LABELS[arm]
+
+
 def markdown(res: dict, figure: str = "transfer.png", level: str = "##") -> list[str]:
     """The transfer's table: each arm's first and final return and when it reaches the references' finals."""
     params = ", ".join(f"{v:.4g}" for v in res["task"])
@@ -479,14 +485,14 @@ def markdown(res: dict, figure: str = "transfer.png", level: str = "##") -> list
         lo, hi = v["ci95"][-1]
         ci = f" [{lo:.1f}, {hi:.1f}]" if len(v["seeds"]) > 1 else " (one seed)"
         reach = [res[f"steps_to_{r}_final"].get(arm) if f"steps_to_{r}_final" in res else "–" for r in ("scratch", "sac")]
-        lines.append(f"| {ARM_LABELS[arm]} | {len(v['seeds'])} | {v['mean'][0]:.1f} at {v['steps'][0]} | "
+        lines.append(f"| {arm_label(arm, res['method'])} | {len(v['seeds'])} | {v['mean'][0]:.1f} at {v['steps'][0]} | "
                      f"{v['final']:.1f}{ci} | " + " | ".join("never" if s is None else s if s == "–" else f"{s:.0f}"
                                                              for s in reach) + " |")
     lines.append("")
     for ref in ("scratch", "sac"):
         if f"gain_vs_{ref}" in res:
             g = res[f"gain_vs_{ref}"]
-            lines.append(f"Gain vs {ARM_LABELS[ref]} (the paper's \"+x%\": (budget - first step at which the "
+            lines.append(f"Gain of {arm_label('student', res['method'])} vs {ARM_LABELS[ref]} (the paper's \"+x%\": (budget - first step at which the "
                          f"student arm's seed-mean return reaches the reference's final seed-mean) / budget): "
                          + ("never reached" if g is None else f"{100 * g:+.0f}%") + ".")
     if "student_episodes" in res:

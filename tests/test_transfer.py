@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mbml import io, sac, student as S, transfer as T
+from mbml.baselines import batch_pearl as BP
 from mbml.cli import main
 from mbml.config import DistillConfig, TransferConfig
 from mbml.errors import MbmlError
@@ -65,6 +66,34 @@ def test_critics_start_as_the_students_q_with_the_frozen_z(qnorm):
             np.testing.assert_array_equal(np.asarray(q), np.asarray(q_student))  # the same network, exactly
         else:
             np.testing.assert_allclose(np.asarray(q), np.asarray(q_student) * qnorm[1] + qnorm[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["contextual_bcq", "batch_pearl", "focal"])
+def test_a_baselines_critics_start_as_its_two_q_networks_in_reward_units(method):
+    from mbml import methods as M
+    from mbml.presets import preset
+
+    run_cfg = preset("point-nav", "smoke")
+    impl = M.get(method).implementation()
+    params = impl.init(run_cfg, jax.random.PRNGKey(0), 2, 2)
+    q1, q2 = impl.transfer_critics(run_cfg, {"params": params})
+    cfg = TransferConfig(q_hidden=impl.critic_hidden(run_cfg), policy_hidden=(8,))
+    latent = impl.agent(run_cfg, 2).latent_dim
+    z = jax.random.normal(jax.random.PRNGKey(4), (latent,))
+    ln = T.init_from_agent(cfg, T.init_policy(cfg, jax.random.PRNGKey(0), 2, 2), q1, q2, z)
+    obs = jax.random.normal(jax.random.PRNGKey(1), (5, 2))
+    act = jnp.tanh(jax.random.normal(jax.random.PRNGKey(2), (5, 2)))
+    zz = jnp.broadcast_to(z, (5, latent))
+    if method == "contextual_bcq":
+        want, scale = impl.q_values(run_cfg.contextual_bcq, params.critic, obs, act, zz), 1.0
+    else:
+        section = getattr(run_cfg, method)
+        want, scale = BP.q_values(section, params, obs, act, zz), section.reward_scale
+    for i, (q, target) in enumerate(zip(ln.q, ln.target)):
+        got = T.q_value(cfg, q, obs, act, ln.z)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want[i]) / scale, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(T.q_value(cfg, target, obs, act, ln.z)), np.asarray(got))
+    assert not np.allclose(np.asarray(want[0]), np.asarray(want[1]))  # two different networks, each kept
 
 
 def test_scratch_critics_are_four_independent_initialisations_on_state_and_action():
@@ -193,10 +222,10 @@ def test_a_stopped_transfer_resumes_to_the_same_curve(smoke_run, tmp_path):
 
 @pytest.mark.parametrize("args, says", [
     (["--task", "5,5"], "outside"),
-    (["--task", "test:0", "--method", "contextual_bcq"], "not implemented"),
+    (["--task", "test:0", "--method", "contextual_bcq"], "no contextual_bcq"),
     (["--task", "test:0", "--method", "neither"], "no neither student"),
     (["--task", "test:0", "--steps", "40"], "larger than the student's own episodes"),
-    (["--task", "test:0", "--set", "transfer.q_hidden=8"], "student's Q"),
+    (["--task", "test:0", "--set", "transfer.q_hidden=8"], "critics are full's"),
     (["--task", "test:0", "--set", "distill.steps=3"], "transfer.FIELD=VALUE"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(smoke_run, capsys, snapshot, args, says):

@@ -289,3 +289,14 @@ def train(cfg: RunConfig, method: str, act_dim: int, inputs: dict, key, ckpt: Pa
     metrics0 = jax.eval_shape(lambda: update(c, act_dim, learner, *sample_inputs(c, data, k_run), k_run)[1])
     return train_keeping_best(learner, lambda lr: lr.params, metrics0, k_run, c.steps, c.eval_every,
                               lambda state, done, n: _chunk(c, act_dim, n, state, data), ckpt, progress, on_eval)
+
+
+def transfer_critics(cfg: RunConfig, saved: dict) -> tuple[dict, dict]:
+    """Q1 and Q2 for `mbml transfer`: `DoubleQ`'s two MLPs, which read s | a | z as the transfer's critics do
+    (rewards are not scaled here, so they are in reward units already)."""
+    critic = saved["params"].critic["params"]
+    return {"params": critic["MLP_0"]}, {"params": critic["MLP_1"]}
+
+
+def critic_hidden(cfg: RunConfig) -> tuple[int, ...]:
+    return tuple(cfg.contextual_bcq.critic_hidden)

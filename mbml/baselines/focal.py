@@ -350,3 +350,15 @@ def train(cfg: RunConfig, method: str, act_dim: int, inputs: dict, key, ckpt: Pa
     metrics0 = jax.eval_shape(lambda: update(c, act_dim, learner, *sample_meta_batch(c, data, k_run), k_run)[1])
     return train_keeping_best(learner, lambda lr: lr.params, metrics0, k_run, c.steps, c.eval_every,
                               lambda state, done, n: _chunk(c, act_dim, n, state, data), ckpt, progress, on_eval)
+
+
+def transfer_critics(cfg: RunConfig, saved: dict) -> tuple[dict, dict]:
+    """Q1 and Q2 for `mbml transfer`: Batch PEARL's networks (MLPs on s | a | z), divided by the reward scale."""
+    from mbml.transfer import rescale_head
+
+    p, scale = saved["params"], cfg.focal.reward_scale
+    return rescale_head(p.q1, 1.0 / scale), rescale_head(p.q2, 1.0 / scale)
+
+
+def critic_hidden(cfg: RunConfig) -> tuple[int, ...]:
+    return tuple(cfg.focal.hidden)
