@@ -492,11 +492,13 @@ def markdown(res: dict, figure: str = "transfer.png", level: str = "##") -> list
     for ref in ("scratch", "sac"):
         if f"gain_vs_{ref}" in res:
             g = res[f"gain_vs_{ref}"]
-            lines.append(f"Gain of {arm_label('student', res['method'])} vs {ARM_LABELS[ref]} (the paper's \"+x%\": (budget - first step at which the "
-                         f"student arm's seed-mean return reaches the reference's final seed-mean) / budget): "
+            lines.append(f"Gain of {arm_label('student', res['method'])} vs {ARM_LABELS[ref]} (the paper's \"+x%\": "
+                         "(budget - first step at which its seed-mean return reaches the reference's final "
+                         "seed-mean) / budget): "
                          + ("never reached" if g is None else f"{100 * g:+.0f}%") + ".")
     if "student_episodes" in res:
         s = res["student_episodes"]
-        lines += ["", f"The student's own episodes on the task (no online learning): mean return {s['mean_return']:.2f}; "
+        who = "student" if M.get(res["method"]).is_student else f"{res['method']} agent"
+        lines += ["", f"The {who}'s own episodes on the task (no online learning): mean return {s['mean_return']:.2f}; "
                       f"behaviour-cloning loss {s['bc_loss']:.3f}."]
     return lines + ["", f"![transfer]({figure})"]
