@@ -7,8 +7,8 @@ import math
 import typing
 from typing import Callable, NamedTuple
 
-from mbml.config import (PRESETS, SECTIONS, Critic, DivergenceAt, Lift, Penalty, Warmup,
-                         RunConfig)  # noqa: F401 (RunConfig: annotations)
+from mbml.config import PRESETS, SECTIONS, Critic, Lift, RunConfig, Warmup  # noqa: F401 (RunConfig: annotations)
+from mbml.config_baselines import DivergenceAt, Penalty
 from mbml.errors import MbmlError
 from mbml.families import FAMILIES
 

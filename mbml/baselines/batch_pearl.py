@@ -68,7 +68,8 @@ import optax
 
 from mbml import student as S
 from mbml.agents import EncoderAgent
-from mbml.config import BatchPEARLConfig, RunConfig
+from mbml.config import RunConfig
+from mbml.config_baselines import BatchPEARLConfig
 from mbml.nets import MLP, mse
 from mbml.train_loop import scan_steps, train_keeping_best
 from mbml.transitions import draw_indices, meta_take

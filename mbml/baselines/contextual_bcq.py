@@ -53,7 +53,8 @@ import optax
 
 from mbml import bcq, student as S
 from mbml.agents import EncoderAgent
-from mbml.config import ContextualBCQConfig, RunConfig
+from mbml.config import RunConfig
+from mbml.config_baselines import ContextualBCQConfig
 from mbml.nets import MLP, mse
 from mbml.sac import DoubleQ
 from mbml.train_loop import scan_steps, train_keeping_best

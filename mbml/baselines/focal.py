@@ -71,7 +71,8 @@ import optax
 from mbml import student as S
 from mbml.agents import EncoderAgent
 from mbml.baselines import batch_pearl as BP
-from mbml.config import FOCALConfig, RunConfig
+from mbml.config import RunConfig
+from mbml.config_baselines import FOCALConfig
 from mbml.nets import MLP, mse
 from mbml.train_loop import scan_steps, train_keeping_best
 from mbml.transitions import draw_indices, meta_take
