@@ -296,7 +296,26 @@ SECTIONS = {"sac": SACConfig, "bcq": BCQConfig, "ensemble": EnsembleConfig, "dis
             "focal": FOCALConfig}
 
 
-from mbml.config_rules import (RULES, Rule, _validate, at_least, between, check_batches, one_of,  # noqa: E402, F401
-                               shown)
-from mbml.config_io import (_SECTIONS, check_method, drift, from_dict, override, read, to_dict)  # noqa: E402, F401
-from mbml.presets import preset  # noqa: E402, F401 (the presets are RunConfigs: defined after them, re-exported here)
+def _validate(section: str, cfg) -> None:
+    """The ranges of `mbml.config_rules.RULES`, checked by every section's `__post_init__`."""
+    from mbml.config_rules import _validate as check  # here: config_rules reads this module's classes
+
+    check(section, cfg)
+
+
+ELSEWHERE = {**dict.fromkeys(("RULES", "Rule", "at_least", "between", "check_batches", "one_of", "shown"),
+                             "mbml.config_rules"),
+             **dict.fromkeys(("_SECTIONS", "check_method", "drift", "from_dict", "override", "read", "to_dict"),
+                             "mbml.config_io"),
+             "preset": "mbml.presets"}
+"""Names `mbml.config` also gives (`C.to_dict`, `C.preset`, ...) that live in the modules built on it: the
+rules, reading and writing, the presets. Each imports this module, so they resolve on first use, and any
+of them may be imported first."""
+
+
+def __getattr__(name: str):
+    if name not in ELSEWHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(ELSEWHERE[name]), name)

@@ -150,3 +150,16 @@ def test_drift_counts_a_field_added_since_with_its_default():
         del stored["sac"][name]
     stored["sac"]["lr"] = 3e-4
     assert drift(stored) == ["sac.lr=0.0003", "sac.critic=mlp", "sac.init_temperature=1.0", "sac.warmup=policy"]
+
+
+@pytest.mark.parametrize("first", ["mbml.presets", "mbml.config", "mbml.config_baselines", "mbml.config_rules", "mbml.config_io"])
+def test_any_config_module_can_be_imported_first(first):
+    """A fresh interpreter importing one config module before the others (the presets and the config
+    import each other; `from mbml.presets import preset` first used to fail)."""
+    import subprocess
+    import sys
+
+    code = f"import {first}; from mbml.config import preset; print(preset('point-nav', 'smoke').focal.steps)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) > 0
