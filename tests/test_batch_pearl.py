@@ -25,11 +25,17 @@ OBS, ACT = 2, 2
 KEY = jax.random.PRNGKey(0)
 
 
-def run_config(**kw) -> C.RunConfig:
+def small_config(section: str, **kw) -> C.RunConfig:
+    """The toy's smoke preset with a PEARL-like baseline's section (`batch_pearl`, `focal`) made tiny: the
+    hand-computed tests' networks and batches; `kw` changes more fields."""
     cfg = C.preset("point-nav", "smoke")
     small = dict(latent_dim=3, encoder_hidden=(8,), hidden=(8,), meta_batch=4, context_size=4, batch_size=8,
                  steps=6, eval_every=2)
-    return dataclasses.replace(cfg, batch_pearl=dataclasses.replace(cfg.batch_pearl, **{**small, **kw}))
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{**small, **kw})})
+
+
+def run_config(**kw) -> C.RunConfig:
+    return small_config("batch_pearl", **kw)
 
 
 CFG = run_config()

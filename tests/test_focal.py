@@ -20,17 +20,14 @@ from mbml.baselines import focal as F
 from mbml.families import get_family
 from mbml.nets import MLP
 from mbml.transitions import device_data, take
-from test_batch_pearl import constant, tree_equal
+from test_batch_pearl import constant, small_config, tree_equal
 
 OBS, ACT = 2, 2
 KEY = jax.random.PRNGKey(0)
 
 
 def run_config(**kw) -> C.RunConfig:
-    cfg = C.preset("point-nav", "smoke")
-    small = dict(latent_dim=3, encoder_hidden=(8,), hidden=(8,), meta_batch=4, context_size=4, batch_size=8,
-                 steps=6, eval_every=2)
-    return dataclasses.replace(cfg, focal=dataclasses.replace(cfg.focal, **{**small, **kw}))
+    return small_config("focal", **kw)
 
 
 CFG = run_config()
