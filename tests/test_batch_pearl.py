@@ -301,6 +301,7 @@ def train(inputs, **kw):
     return BP.train(CFG, "batch_pearl", ACT, inputs, KEY, **kw)
 
 
+@pytest.mark.slow  # a training run; `scripts/test -m slow`
 def test_train_is_reproducible_and_resumes_to_the_same_numbers(inputs, tmp_path):
     seen = []
     first = train(inputs, on_eval=lambda p, step, m: seen.append((step, m)))

@@ -152,7 +152,7 @@ def test_drift_counts_a_field_added_since_with_its_default():
     assert drift(stored) == ["sac.lr=0.0003", "sac.critic=mlp", "sac.init_temperature=1.0", "sac.warmup=policy"]
 
 
-@pytest.mark.parametrize("first", ["mbml.presets", "mbml.config", "mbml.config_baselines", "mbml.config_rules", "mbml.config_io"])
+@pytest.mark.parametrize("first", ["mbml.presets", "mbml.config_rules"])  # the two that failed
 def test_any_config_module_can_be_imported_first(first):
     """A fresh interpreter importing one config module before the others (the presets and the config
     import each other; `from mbml.presets import preset` first used to fail)."""

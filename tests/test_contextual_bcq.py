@@ -262,6 +262,7 @@ def _train(data, key, **kw):
     return C.train(tiny_cfg(), "contextual_bcq", ACT, {"data": data}, jax.random.PRNGKey(key), **kw)
 
 
+@pytest.mark.slow  # a training run; `scripts/test -m slow`
 def test_train_is_reproducible_and_resumes_to_the_same_params(data, tmp_path):
     whole = _train(data, 0)
     assert leaves_equal(whole, _train(data, 0))

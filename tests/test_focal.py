@@ -357,6 +357,7 @@ def train(inputs, cfg=CFG, **kw):
     return F.train(cfg, "focal", ACT, inputs, KEY, **kw)
 
 
+@pytest.mark.slow  # a training run; `scripts/test -m slow`
 def test_train_is_reproducible_and_resumes_to_the_same_numbers(inputs, tmp_path):
     cfg = run_config(value_penalty=True)  # every part of the step
     seen = []
@@ -377,6 +378,7 @@ def test_train_is_reproducible_and_resumes_to_the_same_numbers(inputs, tmp_path)
     assert tree_equal(first, train(inputs, cfg, ckpt=ckpt))
 
 
+@pytest.mark.slow  # a training run; `scripts/test -m slow`
 def test_train_returns_the_best_scoring_params(inputs):
     seen = {}
 

@@ -57,6 +57,7 @@ def test_offline_context_never_reads_the_agents_own_episodes(smoke_full_run):
     assert a["posterior_means"].shape == (2, run.cfg.eval.episodes + 1, agent.latent_dim)
 
 
+@pytest.mark.slow  # a training run; `scripts/test -m slow`
 def test_margin_sweep_distils_each_margin_and_reuses_the_runs_own(smoke_full_run, capsys, snapshot):
     from mbml.cli import main
 
@@ -92,6 +93,7 @@ def test_margin_sweep_refuses_a_folder_without_teachers(tmp_path, capsys):
     assert not (tmp_path / "r" / "margin_sweep").exists()
 
 
+@pytest.mark.slow  # a training run; `scripts/test -m slow`
 def test_a_method_added_to_a_finished_run_joins_the_others_in_its_report(smoke_full_run, tmp_path):
     import shutil
 
