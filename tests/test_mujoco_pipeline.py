@@ -36,6 +36,7 @@ def test_smoke_pipeline_on_a_mujoco_family(tmp_path, family):
     assert (out / "report.md").exists()
 
 
+@pytest.mark.slow  # 30 tasks x every stage (about 70 s alone); tests/test_next_state.py covers the parts
 def test_walker_param_relabels_next_states(tmp_path):
     """walker-param (tasks differ in dynamics) through the ensembles and distillation stages: per-task
     next-state ensembles, the combined filter, and the stored mean next states equal a recomputation."""
