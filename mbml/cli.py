@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -307,6 +306,7 @@ def _evaluate_protocol(cmd) -> None:
 
 def _collect_test(cmd: CollectTest) -> None:
     """`mbml collect-test`: every non-training split's datasets, per seed, with the run's collector."""
+    from mbml import io
     from mbml.lock import FolderLock
     from mbml.pipeline import Run
 
@@ -324,7 +324,7 @@ def _collect_test(cmd: CollectTest) -> None:
                 for split, tasks in run.splits()[1:]:
                     run.collect_split(seed, split, cmd.force)
                     path = run.seed_dir(seed) / "timings.json"
-                    times = json.loads(path.read_text()) if path.exists() else {}
+                    times = io.read_json(path) if path.exists() else {}
                     print(f"  seed {seed} {split}: {len(tasks)} tasks collected in {times.get(f'collect_{split}', 0):.0f} s "
                           f"(training tasks: {times.get('collect', 0):.0f} s)", file=sys.stderr)
     finally:

@@ -153,14 +153,13 @@ def default_workers(seeds) -> int:
 
 
 def reported_methods(run, seeds, methods) -> list[str]:
-    """The methods a run's report shows: those just run, and every other method the folder records that
-    is evaluated on all of `seeds` (a method added to a finished run joins the others in the report)."""
+    """The methods a run's report shows, in the order the folder records them (`run.record` has added
+    `methods`): those just run, and every other one evaluated on all of `seeds` (a method added to a
+    finished run joins the others in the report)."""
     from mbml.steps import done_marker
 
-    recorded = read_record(run.out).get("methods", [])
-    done = [m for m in recorded if m not in methods
-            and all((run.seed_dir(s) / done_marker("evaluate", m)).exists() for s in seeds)]
-    return [m for m in recorded if m in methods or m in done] + [m for m in methods if m not in recorded]
+    return [m for m in read_record(run.out).get("methods", [])
+            if m in methods or all((run.seed_dir(s) / done_marker("evaluate", m)).exists() for s in seeds)]
 
 
 def run_pipeline(out: Path, family: str, preset: str, seeds, methods, force=False, quiet=False, lift="vmap",

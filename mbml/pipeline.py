@@ -50,9 +50,9 @@ class Run(RunFolder):
         self._collect(seed, split, force)
 
     def _collect(self, seed: int, split: str, force: bool) -> None:
-        d = self.seed_dir(seed)
-        name, folder = ("collect", "data") if split == "train" else (f"collect_{split}", f"data_{split}")
-        if self._done(seed, d / folder / "meta.json", force, name):
+        d, folder = self.seed_dir(seed), self.split_folder(seed, split)
+        name = "collect" if split == "train" else f"collect_{split}"
+        if self._done(seed, folder / "meta.json", force, name):
             return
         ckpt = d / "ckpt" / f"{name}.msgpack"
         with self.timed(seed, name):
@@ -68,7 +68,7 @@ class Run(RunFolder):
                     if writer is not None:
                         writer.close()
             ds.meta.update({"seed": seed, "family": self.family.name, "split": split})
-            D.save(ds, d / folder)
+            D.save(ds, folder)
             self.loaded = None
         remove_checkpoint(ckpt)
 
@@ -308,19 +308,23 @@ class Run(RunFolder):
 
     def require_split_data(self, seed: int) -> None:
         """A one-line MbmlError saying how to collect them, unless every split has its datasets."""
-        missing = [s for s, _ in self.splits()[1:] if not (self.seed_dir(seed) / f"data_{s}" / "meta.json").exists()]
+        missing = [s for s, _ in self.splits()[1:] if not (self.split_folder(seed, s) / "meta.json").exists()]
         if missing:
             raise MbmlError(f"no {'/'.join(missing)}-task datasets in {self.seed_dir(seed)} (the offline-context "
                             f"protocol draws its context from them); run `mbml collect-test --out {self.out} "
                             f"--seeds {seed}` first")
 
+    def split_folder(self, seed: int, split: str):
+        """Where split `split`'s dataset lives: `data` (the training tasks) or `data_SPLIT` (`collect_split`)."""
+        return self.seed_dir(seed) / ("data" if split == "train" else f"data_{split}")
+
     def split_dataset(self, seed: int, split: str) -> D.Dataset:
         """The dataset of split `split`'s tasks: the training data, or `data_SPLIT` from `collect_split`."""
         if split == "train":
             return self.dataset(seed)
-        ds = D.load(self.seed_dir(seed) / f"data_{split}")
+        ds = D.load(self.split_folder(seed, split))
         if not np.allclose(np.asarray(ds.tasks, np.float64), np.asarray(dict(self.splits())[split], np.float64)):
-            raise MbmlError(f"{self.seed_dir(seed) / f'data_{split}'} holds other tasks than the family's {split} tasks")
+            raise MbmlError(f"{self.split_folder(seed, split)} holds other tasks than the family's {split} tasks")
         return ds
 
     def references(self, seed: int, force: bool = False) -> None:
