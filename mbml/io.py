@@ -88,6 +88,27 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_default) + "\n").encode())
 
 
+def update_json(path: Path, change: Callable[[dict], dict]) -> dict:
+    """Read the JSON object at `path` ({} if missing), write `change(it)` back, under an exclusive
+    `flock` on `.NAME.lock` beside it: processes updating one file (the method jobs of one seed under
+    `mbml sweep`) never lose each other's entries. Returns what was written."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock: one writer per folder is then the user's to keep
+            pass
+        new = change(read_json(path) if path.exists() else {})
+        write_json(path, new)
+        return new
+    finally:
+        os.close(fd)  # and with it the flock
+
+
 def read_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text())

@@ -240,14 +240,12 @@ class RunFolder:
         thread.join()
         with lock:
             closed.set()
-        path = self.seed_dir(seed) / "timings.json"
-        timings = io.read_json(path) if path.exists() else {}
-        timings[stage] = timings.get(stage, 0.0) + before + time.perf_counter() - t0
-        io.write_json(path, timings)
+        took = before + time.perf_counter() - t0
+        io.update_json(self.seed_dir(seed) / "timings.json", lambda t: {**t, stage: t.get(stage, 0.0) + took})
         sidecar.unlink(missing_ok=True)
-        memory = self.seed_dir(seed) / "memory.json"  # the peak over the processes that ran this seed's stages
-        seen = io.read_json(memory)["peak_rss_mb"] if memory.exists() else 0.0
-        io.write_json(memory, {"peak_rss_mb": max(seen, peak_rss_mb())})
+        # the peak over the processes that ran this seed's stages
+        io.update_json(self.seed_dir(seed) / "memory.json",
+                       lambda m: {"peak_rss_mb": max(m.get("peak_rss_mb", 0.0), peak_rss_mb())})
 
     def record(self, seeds, methods) -> None:
         path = self.out / "run.json"
@@ -270,9 +268,8 @@ class RunFolder:
             remove_checkpoint(ckpt)
             beat = ckpt.with_name(f"{name}.seconds.json")
             if beat.exists():
-                timings = io.read_json(timings_path) if timings_path.exists() else {}
-                if name not in timings:
-                    io.write_json(timings_path, {**timings, name: io.read_json(beat)["seconds"]})
+                seconds = io.read_json(beat)["seconds"]
+                io.update_json(timings_path, lambda t: t if name in t else {**t, name: seconds})
                 beat.unlink()
         return True
 
