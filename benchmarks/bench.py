@@ -1,6 +1,7 @@
 """Speed of mbml's hot loops on this machine, measured side by side in one run (not a test).
 
     python benchmarks/bench.py [--preset demo] [--steps 200]
+    python benchmarks/bench.py --family halfcheetah-vel --preset cpu --only teachers --steps 50
 
 Prints: BCQ teacher updates/s for K tasks lifted over the task axis (vmap and lax.map) against a
 Python loop of K single-task learners; distillation steps/s per method; pure-JAX toy env steps/s;
@@ -58,16 +59,18 @@ def fake_data(k, n, obs_dim, act_dim, key):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--family", default="point-nav", help="network sizes, K and dimensions of this family's preset")
     ap.add_argument("--preset", default="demo")
     ap.add_argument("--steps", type=int, default=200, help="gradient steps per timed call")
+    ap.add_argument("--only", choices=("teachers",), help="time the teachers (lifts against the loop) alone")
     args = ap.parse_args()
-    fam = get_family("point-nav")
-    cfg = preset("point-nav", args.preset)
+    fam = get_family(args.family)
+    cfg = preset(args.family, args.preset)
     k, n, d, a = fam.train_tasks.shape[0], 4000, fam.obs_dim, fam.act_dim
     data = fake_data(k, n, d, a, jax.random.PRNGKey(0))
     peak = matmul_peak()
     print(f"device: {jax.devices()[0]}  jax {jax.__version__}  fp32 matmul peak (2048^3): {peak:.1f} GFLOP/s")
-    print(f"preset {args.preset}: K={k} tasks, BCQ nets {cfg.bcq.critic_hidden}, batch {cfg.bcq.batch_size}, "
+    print(f"{args.family}, preset {args.preset}: K={k} tasks, BCQ nets {cfg.bcq.critic_hidden}, batch {cfg.bcq.batch_size}, "
           f"{args.steps} steps per call\n")
 
     # --- teachers: lifted over the task axis vs a Python loop of single-task learners
@@ -99,6 +102,8 @@ def main():
     for name, ups in rows:
         print(f"{name:38s} {ups:12.0f} {f_step / k * ups / 1e9:9.2f} {ups / rows[-1][1]:7.2f}x")
 
+    if args.only == "teachers":
+        return
     # --- distillation
     print()
     dc = cfg.distill
@@ -116,6 +121,8 @@ def main():
         sps = args.steps / t
         print(f"{'distill ' + m:38s} {sps:12.1f} steps/s {fl * sps / 1e9:7.2f} GFLOP/s")
 
+    if args.family != "point-nav":  # the MuJoCo families step on the host (benchmarks/envs.py)
+        return
     # --- environment
     print()
     episodes = 200

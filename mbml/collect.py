@@ -158,7 +158,8 @@ def _step_one(family: Family, cfg: SACConfig, carry, task, t):
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3), donate_argnums=(4,))
 def _chunk(family: Family, cfg: SACConfig, lift_mode: str, length: int, carry, tasks, start):
     def body(c, t):
-        return lift(lambda ci, task: _step_one(family, cfg, ci, task, t), lift_mode)(c, tasks), None
+        return lift(lambda ci, task: _step_one(family, cfg, ci, task, t), lift_mode,
+                       (*cfg.policy_hidden, *cfg.q_hidden))(c, tasks), None
 
     carry, _ = jax.lax.scan(body, carry, start + jnp.arange(length))
     return carry

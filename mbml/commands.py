@@ -46,8 +46,8 @@ class RunCmd:
     """Seeds; each runs the whole pipeline."""
     methods: tuple[str, ...] = ("full", "neither")
     """Methods to train: MBML full, no_relabel, no_triplet, neither, gt_relabel; baselines contextual_bcq, batch_pearl, focal; all: every one."""
-    lift: Literal["vmap", "map"] = "vmap"
-    """Lift per-task learners over the task axis with vmap (parallel) or lax.map (sequential)."""
+    lift: Literal["auto", "vmap", "map"] = "auto"
+    """Lift per-task learners over the task axis with vmap (parallel), lax.map (sequential), or auto: vmap on GPUs and for small nets on CPUs, lax.map for wide nets on CPUs (a run folder made with another keeps its own)."""
     set: tuple[str, ...] = ()
     """Config changes on top of the preset, e.g. sac.total_steps=10000 distill.q_hidden=128,128 (kept in config.json)."""
     force: bool = False

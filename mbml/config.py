@@ -12,7 +12,7 @@ from typing import Literal, NamedTuple
 from mbml.config_baselines import BatchPEARLConfig, ContextualBCQConfig, FOCALConfig  # noqa: F401 (RunConfig's sections)
 from mbml.errors import MbmlError
 
-Lift = Literal["vmap", "map"]
+Lift = Literal["auto", "vmap", "map"]
 Critic = Literal["mlp", "layernorm", "crossq"]
 Warmup = Literal["policy", "uniform"]
 
@@ -282,8 +282,10 @@ class RunConfig:
     contextual_bcq: ContextualBCQConfig = field(default_factory=ContextualBCQConfig)
     batch_pearl: BatchPEARLConfig = field(default_factory=BatchPEARLConfig)
     focal: FOCALConfig = field(default_factory=FOCALConfig)
-    lift: Lift = "vmap"
-    """How per-task learners are lifted over the task axis: `vmap` (parallel) or `map` (sequential lax.map)."""
+    lift: Lift = "auto"
+    """How per-task learners are lifted over the task axis: `vmap` (parallel), `map` (sequential
+    lax.map) or `auto` (`nets.resolve_lift`: by backend and network width; a run folder made with
+    another keeps its own)."""
     overrides: tuple[str, ...] = ()
     """`section.field=value` changes made on top of the preset (`mbml run --set`), as given."""
 

@@ -71,7 +71,7 @@ def _chunk(cfg: EnsembleConfig, target: Target, lift_mode: str, length: int, car
         return jax.lax.scan(body, (members, opt_state), jax.random.split(key, length))[0]
 
     keys = jax.vmap(jax.random.split)(carry["key"])
-    members, opt_state = lift(one, lift_mode)(carry["members"], carry["opt"], data, keys[:, 0])
+    members, opt_state = lift(one, lift_mode, target.hidden)(carry["members"], carry["opt"], data, keys[:, 0])
     return {"members": members, "opt": opt_state, "key": keys[:, 1]}
 
 

@@ -207,7 +207,7 @@ def _update(cfg: SACConfig, act_dim: int, lift_mode: str, states, buf, t, key, s
     def one(state, b, k):
         k_idx, k_upd = jax.random.split(k)
         return sac.update(cfg, state, sac.replay_batch(cfg, b, k_idx, t), k_upd, act_dim)
-    states, metrics = lift(one, lift_mode)(states, buf, jax.random.split(key, buf["rewards"].shape[0]))
+    states, metrics = lift(one, lift_mode, (*cfg.policy_hidden, *cfg.q_hidden))(states, buf, jax.random.split(key, buf["rewards"].shape[0]))
     return states, {name: sums[name] + metrics[name] for name in sac.METRICS}
 
 

@@ -162,7 +162,7 @@ def reported_methods(run, seeds, methods) -> list[str]:
             if m in methods or all((run.seed_dir(s) / done_marker("evaluate", m)).exists() for s in seeds)]
 
 
-def run_pipeline(out: Path, family: str, preset: str, seeds, methods, force=False, quiet=False, lift="vmap",
+def run_pipeline(out: Path, family: str, preset: str, seeds, methods, force=False, quiet=False, lift="auto",
                  stages=("collect", "teachers", "ensembles", "distill", "evaluate", "report"),
                  workers: int = 0, overrides=(), cfg=None) -> dict | None:
     """Run `stages` for every seed and method in `out`; returns results.json's content if reported.

@@ -26,7 +26,7 @@ import resource
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -115,6 +115,8 @@ class RunFolder:
             if cfg is None:
                 cfg = old
             else:
+                if cfg.lift == "auto":  # auto: no choice made, so the folder's own choice stands
+                    cfg = replace(cfg, lift=old.lift)
                 diff = _first_difference(C.to_dict(cfg), C.to_dict(old))
                 if diff:
                     made = f"; it was made with --set {' '.join(old.overrides)}" if old.overrides != cfg.overrides else ""

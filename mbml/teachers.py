@@ -33,7 +33,8 @@ def _chunk(cfg: BCQConfig, act_dim: int, lift_mode: str, length: int, carry, dat
         return jax.lax.scan(body, teacher, jax.random.split(key, length))[0]
 
     keys = jax.vmap(lambda k: jax.random.split(k))(carry["key"])
-    teachers = lift(one, lift_mode)(carry["teacher"], data, keys[:, 0])
+    teachers = lift(one, lift_mode, (*cfg.actor_hidden, *cfg.critic_hidden, *cfg.vae_hidden))(
+        carry["teacher"], data, keys[:, 0])
     return {**carry, "teacher": teachers, "key": keys[:, 1]}
 
 

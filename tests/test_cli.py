@@ -353,7 +353,7 @@ def test_status_reports_each_stage(tmp_path, capsys):
     ("sac.total_steps=lots", ["sac.total_steps=lots", "an integer"]),
     ("distill.q_hidden=64,wide", ["a comma list"]),
     ("family=ant-dir", ["unknown field 'family'"]),
-    ("lift=sideways", ["choose vmap or map"]),
+    ("lift=sideways", ["choose auto or vmap or map"]),
     ("steps", ["SECTION.FIELD=VALUE"]),
 ])
 def test_bad_set_one_line_error_and_no_folder(tmp_path, capsys, item, fragments):

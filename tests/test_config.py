@@ -66,7 +66,7 @@ def test_every_preset_is_in_range_and_its_batches_fit_its_collection(family):
     (lambda: DistillConfig(q_hidden=[64]), "distill.q_hidden=[64]: must be a comma list"),
     (lambda: EvalConfig(repeats=0), "eval.repeats=0: must be a positive integer"),
     (lambda: EvalConfig(episodes=5, score_from=5), "eval.score_from=5: must be less than eval.episodes (5)"),
-    (lambda: RunConfig(lift="pmap"), "lift=pmap: choose one of vmap, map"),
+    (lambda: RunConfig(lift="pmap"), "lift=pmap: choose one of auto, vmap, map"),
     (lambda: RunConfig(preset="huge"), "preset=huge: choose one of smoke, demo, cpu, paper"),
     (lambda: RunConfig(family="bogus"), "family=bogus: choose one of point-nav, "),
     (lambda: RunConfig(overrides=("sac.lr=1", 3)), "overrides=sac.lr=1,3: must be a list of"),
@@ -117,7 +117,7 @@ def _stored(change) -> dict:
     (lambda d: d["eval"].update(bogus=1), "unknown config field 'eval.bogus'"),
     (lambda d: d.update(distill=[1, 2]), "distill=[1, 2]: must be a table of its fields"),
     (lambda d: d.update(nets={}), "unknown config field 'nets'"),
-    (lambda d: d.update(lift=None), "lift=None: choose one of vmap, map"),
+    (lambda d: d.update(lift=None), "lift=None: choose one of auto, vmap, map"),
     (lambda d: d.update(overrides="sac.lr=1"), "overrides=sac.lr=1: must be a list of SECTION.FIELD=VALUE strings"),
 ])
 def test_a_bad_config_json_is_a_one_line_error_naming_the_file(change, fragment):
@@ -163,3 +163,31 @@ def test_any_config_module_can_be_imported_first(first):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) > 0
+
+
+def test_auto_lift_picks_by_backend_and_width():
+    import jax
+
+    from mbml.nets import AUTO_MAP_WIDTH, resolve_lift
+
+    assert resolve_lift("vmap", (1024,)) == "vmap" and resolve_lift("map", (8,)) == "map"
+    if jax.default_backend() == "cpu":
+        assert resolve_lift("auto", (64, 64)) == "vmap"
+        assert resolve_lift("auto", (32, AUTO_MAP_WIDTH)) == "map"
+    else:
+        assert resolve_lift("auto", (1024,)) == "vmap"
+
+
+def test_a_folder_made_with_a_lift_keeps_it_when_auto_is_asked(tmp_path):
+    import dataclasses
+
+    from mbml.config import preset
+    from mbml.errors import MbmlError
+    from mbml.pipeline import Run
+
+    cfg = preset("point-nav", "smoke")
+    assert cfg.lift == "auto"
+    Run.open(tmp_path, dataclasses.replace(cfg, lift="map"))
+    assert Run.open(tmp_path, cfg).cfg.lift == "map"  # auto: no choice made
+    with pytest.raises(MbmlError, match="different config: lift"):
+        Run.open(tmp_path, dataclasses.replace(cfg, lift="vmap"))
