@@ -16,7 +16,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mbml import bcq, rollout, student as S
 from mbml.config import preset

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# One short check on a machine with an NVIDIA GPU (docs/families.md, "On an accelerator").
+# One short check (under 10 minutes) on a machine with an NVIDIA GPU (docs/families.md, "On an accelerator").
 #
 #   scripts/gpu_check.sh [OUTDIR]      # OUTDIR defaults to $OUT, else runs/gpu-check
 #
 # 1. The default test suite on that machine's CPU cores and JAX version, in the background
 #    (JAX_PLATFORMS=cpu, with pytest-xdist, which that machine's image has), while
-# 2. a probe of the `paper` preset on halfcheetah-vel runs every stage on the GPU at reduced step
-#    counts; its progress lines give each stage's steps/s at the paper's network sizes, from which
-#    docs/families.md estimates a full paper-preset run, and
+# 2. benchmarks/paper_estimate.py times every stage of the `paper` preset on the GPU at reduced
+#    step counts, twice (N and 2N steps per learner), for halfcheetah-vel and humanoid-dir, and
+#    extrapolates the full `paper` run's wall time per stage (OUTDIR/FAMILY.json; the README quotes
+#    them with their date), and
 # 3. benchmarks/bench.py at the paper's BCQ sizes (teacher updates/s, vmap vs lax.map vs a loop).
 # Wheels for packages the machine lacks (mujoco, gymnasium, tyro, tensorboardX) are installed from
-# .whl/ when that folder holds any. Small logs and timings land in OUTDIR; the probe's run folder
-# is kept out of it (its datasets are large) and is started afresh each time.
+# .whl/ when that folder holds any. Small logs and the estimates land in OUTDIR; the probes' run
+# folders are kept out of it (their datasets are large) and are started afresh each time.
 set -u
 out=${1:-${OUT:-runs/gpu-check}}
 mkdir -p "$out"
@@ -30,17 +31,16 @@ python3 -c "import jax, flax, optax, mujoco, gymnasium, tyro, mbml; print('jax',
    > "$out/tests.log" 2>&1; echo "tests exit $?" >> "$out/tests.log") &
 tests=$!
 
-# 2. paper preset, every stage, reduced step counts
+# 2. paper preset, every stage, reduced step counts, two lengths: the full run's wall time per family
 probe=${PROBE_DIR:-runs/gpu-probe}
 rm -rf "$probe"
-start=$(date +%s)
-timeout "${PROBE_TIMEOUT:-330}" python3 -m mbml.cli run --family "${PROBE_FAMILY:-halfcheetah-vel}" --preset "${PROBE_PRESET:-paper}" \
-  --methods full --seeds 0 --quiet --out "$probe" \
-  --set ${PROBE_SET:-sac.total_steps=3000 sac.warmup_steps=1000 bcq.steps=1200 bcq.eval_every=1200 bcq.dataset_size=3000 \
-        ensemble.steps=1200 distill.steps=800 distill.eval_every=800} > "$out/probe.log" 2>&1
-echo "probe exit $? after $(( $(date +%s) - start )) s" >> "$out/probe.log"
-cp "$probe/seed_0/timings.json" "$out/probe-timings.json" 2>/dev/null
-cp "$probe/run.json" "$out/probe-run.json" 2>/dev/null
+for family in ${PROBE_FAMILIES:-halfcheetah-vel humanoid-dir}; do
+  start=$(date +%s)
+  timeout "${PROBE_TIMEOUT:-200}" python3 benchmarks/paper_estimate.py --family "$family" --steps "${PROBE_STEPS:-400}" \
+    --out "$probe" > "$out/estimate-$family.log" 2>&1
+  echo "estimate exit $? after $(( $(date +%s) - start )) s" >> "$out/estimate-$family.log"
+  cp "$probe/$family.json" "$out/" 2>/dev/null
+done
 
 # 3. BCQ teachers at the paper's sizes
 timeout "${BENCH_TIMEOUT:-90}" python3 benchmarks/bench.py --preset paper --steps 200 > "$out/bench.log" 2>&1
@@ -48,5 +48,5 @@ echo "bench exit $?" >> "$out/bench.log"
 
 wait $tests
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv 2>/dev/null
-for f in probe.log bench.log; do echo "=== $f"; tail -n 40 "$out/$f"; done
+for f in "$out"/estimate-*.log "$out/bench.log"; do echo "=== $f"; tail -n 14 "$f"; done
 echo "=== tests.log"; tail -n 15 "$out/tests.log"
