@@ -235,17 +235,23 @@ def status_lines(out: Path, now: float | None = None) -> list[str]:
     return lines
 
 
-def _table(rows: list[dict]):
+def _table(rows: list[dict], limit: int = 30):
+    """The live table: every job of a small grid; of a larger one the running, stopped and failed jobs,
+    with the others counted in the title."""
     from rich.table import Table
 
     from mbml.status import hms
 
     colour = {"done": "green", "running": "cyan", "failed": "red", "stopped": "yellow", "pending": "dim"}
-    t = Table(title="mbml sweep", expand=False)
+    counts = {s: sum(r["state"] == s for r in rows) for s in colour}
+    t = Table(title="mbml sweep: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), expand=False)
     for c in ("job", "state", "time", "now"):
         t.add_column(c)
-    for r in rows:
+    shown = rows if len(rows) <= limit else [r for r in rows if r["state"] in ("running", "stopped", "failed")]
+    for r in shown:
         t.add_row(r["job"], f"[{colour[r['state']]}]{r['state']}[/]", hms(r["seconds"]), r["doing"])
+    if len(shown) < len(rows):
+        t.add_row(f"[dim]and {len(rows) - len(shown)} jobs done or pending[/]", "", "", "")
     return t
 
 

@@ -80,6 +80,29 @@ def test_a_sweep_folder_of_another_grid_is_refused_and_kept(tmp_path):
     assert json.loads((out / "sweep.json").read_text()) == grid
 
 
+def test_a_job_whose_worker_cannot_see_the_run_folder_says_so(tmp_path):
+    from mbml.sweep import run_job
+
+    with pytest.raises(MbmlError, match=rf"cannot see the run folder {tmp_path / 'elsewhere'}: every node needs"):
+        run_job(str(tmp_path / "elsewhere"), 0, ("collect",), ("full",), False)
+
+
+def test_job_states_and_the_live_table_of_a_large_grid(tmp_path):
+    from rich.console import Console
+
+    from mbml.sweep import _table, job_states
+
+    jobs = plan(("point-nav", "umaze-goal"), ("smoke",), ("full", "neither"), (0, 1, 2))
+    rows = job_states(tmp_path, jobs, {jobs[0].name: "done", jobs[1].name: "the worker on h cannot see it"})
+    assert [r["state"] for r in rows[:3]] == ["done", "failed", "pending"]
+    assert rows[1]["doing"] == "the worker on h cannot see it"
+    console = Console(width=200, record=True)
+    console.print(_table(rows, limit=10))
+    shown = console.export_text()
+    assert "mbml sweep: 1 done, 1 failed, 16 pending" in shown
+    assert jobs[1].name in shown and jobs[2].name not in shown and "and 17 jobs done or pending" in shown
+
+
 def scores(out: Path, folder: str) -> dict:
     """Per seed and method, the test split's per-task scores (what a sweep must reproduce)."""
     found = {}
