@@ -166,7 +166,10 @@ def _connect(address: str | None, cpus: int | None) -> None:
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise MbmlError(f"--address {address}: cannot join the Ray cluster: {one_line(e)}") from None
+        token = "" if os.environ.get("RAY_AUTH_MODE") == "token" else (
+            "; a cluster with token authentication needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, or "
+            "the token file) in this command's environment too")
+        raise MbmlError(f"--address {address}: cannot join the Ray cluster: {one_line(e)}{token}") from None
 
 
 def _cause(e: BaseException) -> str:

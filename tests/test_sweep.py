@@ -144,14 +144,16 @@ def test_a_sweep_against_a_ray_head_started_with_ray_start(local_sweep, tmp_path
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ray_cli = Path(sys.executable).with_name("ray")
+    # the cluster's token, given to the head and to the driver alike (docs/sweep.md, "On a cluster")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.urandom(16).hex()}
     head = subprocess.Popen([str(ray_cli), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                             "--num-cpus", "2", "--include-dashboard", "false", "--block"],
+                             "--num-cpus", "2", "--include-dashboard", "false", "--block"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         out = tmp_path / "sweep"
         got = mbml("sweep", "--families", *GRID["families"], "--presets", *GRID["presets"], "--methods",
                    *GRID["methods"], "--seeds", *GRID["seeds"], "--out", out, "--quiet", "--address",
-                   f"127.0.0.1:{port}", timeout=1800)
+                   f"127.0.0.1:{port}", timeout=1800, env=env)
         assert got.returncode == 0, got.stderr
     finally:
         head.send_signal(signal.SIGTERM)
