@@ -172,6 +172,19 @@ def _connect(address: str | None, cpus: int | None) -> None:
         raise MbmlError(f"--address {address}: cannot join the Ray cluster: {one_line(e)}{token}") from None
 
 
+def _check_resources(cpus_per_job: float, gpus_per_job: float) -> None:
+    """A job asking for more than any node has would wait for ever: refuse it (Ray stays up only while
+    the driver runs, so the caller's `finally` stops it)."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    for what, need in (("CPU", cpus_per_job), ("GPU", gpus_per_job)):
+        most = max((n.get(what, 0.0) for n in nodes), default=0.0)
+        if need > most:
+            flag = f"--{what.lower()}s-per-job"
+            raise MbmlError(f"{flag} {need:g}: no node of the Ray cluster has that many {what}s (the most is {most:g})")
+
+
 def _cause(e: BaseException) -> str:
     """A failed job's error on one line (a Ray task error carries the job's own exception)."""
     cause = getattr(e, "cause", None)
@@ -293,11 +306,12 @@ def sweep(out: Path, families, presets, methods, seeds, address: str | None = No
             lock.acquire()
             locks.append(lock)
         _connect(address, cpus)
-        for run in runs.values():
-            run.save_config()
-            run.record(seeds, methods)
-        io.write_json(out / GRID_FILE, {"grid": grid, "versions": versions()})
         try:
+            _check_resources(cpus_per_job, gpus_per_job)  # before anything is written
+            for run in runs.values():
+                run.save_config()
+                run.record(seeds, methods)
+            io.write_json(out / GRID_FILE, {"grid": grid, "versions": versions()})
             finished = _run_jobs(out, jobs, methods, cpus_per_job, gpus_per_job, retries, force, quiet)
         finally:
             import ray

@@ -70,6 +70,15 @@ def test_an_unreachable_address_is_one_line_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+def test_a_job_asking_for_gpus_no_node_has_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "sweep"
+    got = mbml("sweep", "--families", "point-nav", "--out", out, "--gpus-per-job", "1", "--cpus", "1")
+    assert got.returncode == 2
+    assert got.stderr.strip().splitlines()[-1] == ("mbml: error: --gpus-per-job 1: no node of the Ray cluster has "
+                                                   "that many GPUs (the most is 0)")
+    assert not out.exists()
+
+
 def test_a_sweep_folder_of_another_grid_is_refused_and_kept(tmp_path):
     out = tmp_path / "sweep"
     out.mkdir()
