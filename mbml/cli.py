@@ -12,7 +12,7 @@ from mbml.commands import (STAGE_CMDS, CollectTest, Compare, Demo, ExportMinari,
                            MarginSweep, RunCmd, Stage, Status, Sweep, Transfer)
 from mbml.errors import MbmlError
 from mbml.orchestrate import (INTERRUPT_GRACE, INTERRUPTED, Bars as _Bars, Watcher as _Watcher,  # noqa: F401
-                              _release_shared_semaphores, _say, _terminated, run_pipeline)
+                              _release_shared_semaphores, _say, _terminated, reported_methods, run_pipeline)
 from mbml.status import read_record
 
 def _dataset_dir(out: Path, seed: int) -> Path:
@@ -80,8 +80,9 @@ def _evaluate_protocol(cmd) -> None:
             for m in methods:
                 print(f"  seed {seed} {m}: {cmd.protocol} protocol", file=sys.stderr, flush=True)
                 run.evaluate_protocol(seed, m, cmd.protocol, cmd.force)
-        if (cmd.out / "results.json").exists():
-            res = write_report(run, tuple(recorded.get("seeds", seeds)), tuple(recorded.get("methods", methods)))
+        if (cmd.out / "results.json").exists():  # the report's methods: those evaluated on every seed
+            every = tuple(recorded.get("seeds", seeds))
+            res = write_report(run, every, reported_methods(run, every, ()))
             _summary(res, cmd.out)
 
 

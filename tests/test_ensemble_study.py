@@ -52,3 +52,19 @@ def test_evaluate_protocol_adds_scores_without_retraining(smoke_full_run, capsys
     assert "nonprior" in (smoke_full_run / "report.md").read_text()
     assert snapshot(smoke_full_run / "seed_0" / "students") == students  # nothing retrained
 
+
+
+def test_evaluate_protocol_reports_only_methods_evaluated_on_every_seed(smoke_full_run, tmp_path):
+    """A run stopped before one of its methods was trained (`neither` recorded in run.json, never
+    distilled): another protocol's scores for the others still refresh the report, without it."""
+    import json
+    import shutil
+
+    from mbml.cli import main
+
+    out = tmp_path / "run"
+    shutil.copytree(smoke_full_run, out)
+    rec = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**rec, "methods": [*rec["methods"], "neither"]}))
+    main(["evaluate", "--out", str(out), "--protocol", "nonprior", "--methods", "full", "--quiet"])
+    assert list(io.read_json(out / "results.json")["methods"]) == ["full"]
