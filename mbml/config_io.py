@@ -134,6 +134,8 @@ def drift(stored: dict) -> list[str]:
     for key, value in stored.items():
         if key in ("family", "preset", "overrides") or key not in now:
             continue
+        if key == "lift" and now[key] == "auto":  # auto: a choice of how, which a folder keeps (RunFolder.open)
+            continue
         pairs = value.items() if isinstance(value, dict) else [(None, value)]
         for name, v in pairs:
             current = now[key] if name is None else now[key].get(name, v)
