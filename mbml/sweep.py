@@ -151,8 +151,9 @@ def _connect(address: str | None, cpus: int | None) -> None:
     import ray
 
     if address is None:
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                 object_store_memory=200 * 1024 ** 2)  # jobs pass only small results through it
+        # "local": a new Ray of this command's own, even where `ray start` left one (or its address file)
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR, object_store_memory=200 * 1024 ** 2)  # jobs pass only small results
         return
     if address != "auto" and not address.startswith("ray://"):
         host, _, port = address.rpartition(":")
