@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from mbml import cli, data as D
+from mbml import cli, commands, data as D
 from mbml.config import preset
 from mbml.pipeline import Run
 
-COMMANDS = {"demo": cli.Demo, "run": cli.RunCmd, **cli.STAGE_CMDS}
+COMMANDS = {"demo": cli.Demo, "run": cli.RunCmd, **cli.STAGE_CMDS, "sweep": cli.Sweep}
 
 
 def run_cli(argv, capsys) -> tuple[int, str, str]:
@@ -200,7 +200,7 @@ def _field_docs(cls) -> dict[str, str]:
     import inspect
     import textwrap
 
-    src = textwrap.dedent(inspect.getsource(cli))
+    src = textwrap.dedent(inspect.getsource(commands))
     docs, tree = {}, ast.parse(src)
     # the class and its bases (a stage command's fields are written once, in `_stage_cmd`'s StageCmd)
     wanted = {c.__name__ for c in cls.__mro__} | ({"StageCmd"} if hasattr(cls, "stage") else set())
@@ -215,7 +215,7 @@ def _field_docs(cls) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", [
     "demo", "run",
-    *cli.STAGE_CMDS,
+    *cli.STAGE_CMDS, "sweep",
 ])
 def test_command_help_describes_every_option(capsys, name):
     cls = COMMANDS[name]
