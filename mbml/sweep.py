@@ -283,6 +283,10 @@ def sweep(out: Path, families, presets, methods, seeds, address: str | None = No
     from mbml.steps import STAGES
 
     methods = check_grid(families, presets, methods, seeds)
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise MbmlError('mbml sweep needs Ray, an optional dependency: pip install -e ".[ray]"') from None
     if cpus_per_job <= 0 or gpus_per_job < 0 or retries < 0:
         raise MbmlError("--cpus-per-job must be > 0, --gpus-per-job and --retries >= 0")
     out = Path(out).resolve()
